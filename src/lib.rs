@@ -1,0 +1,2 @@
+//! formwright fills and submits insurer agent-portal forms through a real
+//! browser, and never submits the same form twice.
