@@ -1,2 +1,19 @@
 //! formwright fills and submits insurer agent-portal forms through a real
 //! browser, and never submits the same form twice.
+//!
+//! # Layout
+//!
+//! - [`journal`]: the append-only event log in sled, its byte format, and
+//!   the events themselves. The source of truth and the audit trail.
+//! - [`machine`]: the typed state machines (statig) of a job and of the
+//!   master session. Pure: state plus event gives state, or a refusal.
+//! - [`book`]: the state that replaying the journal builds, and the single
+//!   door through which new events are checked, journaled and applied.
+//! - [`invariants`]: the promises checked over a whole journal (`replay`).
+//! - [`export`]: the journal as JSON for auditors.
+
+pub mod book;
+pub mod export;
+pub mod invariants;
+pub mod journal;
+pub mod machine;

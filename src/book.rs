@@ -1,0 +1,509 @@
+//! The book: every job's and the master session's current state, as replay
+//! of the journal builds it, plus what the API and the CLI show about them
+//! (timelines, errors, recovery history).
+//!
+//! [`Recorder`] is the only way new events enter: it asks the machine first,
+//! journals the event (flushed when the event carries a promise), then
+//! applies it. The live book is therefore always exactly what a replay of
+//! the journal would build.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::journal::{
+    Event, FailureKind, JobEvent, JobId, Journal, JournalError, Level, Millis, Record,
+    SessionEvent, Subject, Trigger,
+};
+use crate::machine::job::{JobMachine, Status};
+use crate::machine::session::{SessionMachine, SessionStatus};
+use crate::machine::TransitionError;
+
+/// One line of a job's history.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Step {
+    pub seq: u64,
+    pub at: Millis,
+    pub event: &'static str,
+    /// A short operator-facing description, free of personal data.
+    pub note: String,
+}
+
+/// The last failure of a job, as the dashboard shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Failure {
+    pub kind: Option<FailureKind>,
+    pub stage: String,
+    pub error: String,
+    pub artifacts: Vec<String>,
+}
+
+/// Everything known about one job.
+#[derive(Clone)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub machine: JobMachine,
+    /// The client's document, verbatim.
+    pub document: String,
+    pub accepted_at: Millis,
+    pub updated_at: Millis,
+    pub proposal_no: Option<String>,
+    pub last_failure: Option<Failure>,
+    /// Total attempts started, across every retry.
+    pub attempts_started: u32,
+    pub submitted_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub timeline: Vec<Step>,
+}
+
+impl JobRecord {
+    pub fn status(&self) -> Status {
+        // A record exists only once `accepted` was applied.
+        self.machine.status().unwrap_or(Status::Pending)
+    }
+}
+
+/// How one recovery episode went.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Recovery {
+    pub started_seq: u64,
+    pub started_at: Millis,
+    pub trigger: String,
+    pub tries: Vec<RecoveryTry>,
+    pub outcome: RecoveryOutcome,
+    pub finished_at: Option<Millis>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecoveryTry {
+    pub level: Level,
+    pub attempt: u32,
+    pub duration_ms: u64,
+    /// `None` for the try that succeeded.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryOutcome {
+    Running,
+    Recovered,
+    /// Every level failed; the session went down.
+    Down,
+    /// The daemon restarted during the recovery.
+    Abandoned,
+}
+
+/// The master session as the book knows it.
+#[derive(Clone, Default)]
+pub struct SessionRecord {
+    pub machine: SessionMachine,
+    pub last_login_at: Option<Millis>,
+    pub recoveries: Vec<Recovery>,
+}
+
+impl SessionRecord {
+    pub fn status(&self) -> SessionStatus {
+        self.machine.status()
+    }
+
+    pub fn current_recovery(&self) -> Option<&Recovery> {
+        self.recoveries
+            .last()
+            .filter(|r| r.outcome == RecoveryOutcome::Running)
+    }
+}
+
+/// The state of everything, built by applying records in sequence order.
+#[derive(Clone, Default)]
+pub struct Book {
+    jobs: BTreeMap<JobId, JobRecord>,
+    /// Job ids in the order they were accepted.
+    order: Vec<JobId>,
+    pub session: SessionRecord,
+    pub last_seq: u64,
+}
+
+impl Book {
+    pub fn job(&self, id: &JobId) -> Option<&JobRecord> {
+        self.jobs.get(id)
+    }
+
+    /// Jobs in the order they were accepted.
+    pub fn jobs(&self) -> impl DoubleEndedIterator<Item = &JobRecord> + '_ {
+        self.order.iter().filter_map(|id| self.jobs.get(id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Whether the machine of `subject` would take `event`.
+    pub fn check(&self, subject: &Subject, event: &Event) -> Result<(), TransitionError> {
+        match (subject, event) {
+            (Subject::Job(id), Event::Job(e)) => match self.jobs.get(id) {
+                Some(job) => job.machine.check(e),
+                None => JobMachine::new().check(e),
+            },
+            (Subject::MasterSession, Event::Session(e)) => self.session.machine.check(e),
+            _ => Err(TransitionError {
+                state: subject.to_string(),
+                event: event.name(),
+                why: "event does not belong to this subject".into(),
+            }),
+        }
+    }
+
+    /// Applies one journaled record. A refusal leaves the book unchanged.
+    pub fn apply(&mut self, record: &Record) -> Result<(), TransitionError> {
+        self.check(&record.subject, &record.event)?;
+        match (&record.subject, &record.event) {
+            (Subject::Job(id), Event::Job(e)) => self.apply_job(id, record, e),
+            (Subject::MasterSession, Event::Session(e)) => self.apply_session(record, e),
+            _ => unreachable!("check() refuses mismatched subjects"),
+        }
+        self.last_seq = record.seq;
+        Ok(())
+    }
+
+    fn apply_job(&mut self, id: &JobId, record: &Record, event: &JobEvent) {
+        let job = match event {
+            JobEvent::Accepted { document, .. } => {
+                self.order.push(id.clone());
+                self.jobs.entry(id.clone()).or_insert_with(|| JobRecord {
+                    id: id.clone(),
+                    machine: JobMachine::new(),
+                    document: document.clone(),
+                    accepted_at: record.at,
+                    updated_at: record.at,
+                    proposal_no: None,
+                    last_failure: None,
+                    attempts_started: 0,
+                    submitted_at: None,
+                    finished_at: None,
+                    timeline: Vec::new(),
+                })
+            }
+            _ => match self.jobs.get_mut(id) {
+                Some(job) => job,
+                None => unreachable!("check() refuses events of unknown jobs"),
+            },
+        };
+        if let Err(e) = job.machine.apply(event) {
+            unreachable!("check() passed but apply refused: {e}");
+        }
+        job.updated_at = record.at;
+
+        let note = match event {
+            JobEvent::Accepted { max_attempts, .. } => {
+                format!("accepted, up to {max_attempts} attempts")
+            }
+            JobEvent::AttemptStarted { attempt } => {
+                job.attempts_started += 1;
+                format!("attempt {attempt} started")
+            }
+            JobEvent::Submitted { attempt } => {
+                job.submitted_at = Some(record.at);
+                format!("attempt {attempt}: submitted")
+            }
+            JobEvent::Completed { proposal_no } => {
+                job.proposal_no = Some(proposal_no.clone());
+                job.finished_at = Some(record.at);
+                format!("completed, proposal {proposal_no}")
+            }
+            JobEvent::AttemptFailed {
+                attempt,
+                kind,
+                stage,
+                error,
+                artifacts,
+                ..
+            } => {
+                job.last_failure = Some(Failure {
+                    kind: Some(*kind),
+                    stage: stage.clone(),
+                    error: error.clone(),
+                    artifacts: artifacts.clone(),
+                });
+                if job.status().is_terminal() {
+                    job.finished_at = Some(record.at);
+                }
+                format!("attempt {attempt} failed ({}) at {stage}: {error}", kind.as_str())
+            }
+            JobEvent::PostSubmissionFailed {
+                stage,
+                error,
+                proposal_no,
+                artifacts,
+            } => {
+                job.proposal_no.clone_from(proposal_no);
+                job.last_failure = Some(Failure {
+                    kind: None,
+                    stage: stage.clone(),
+                    error: error.clone(),
+                    artifacts: artifacts.clone(),
+                });
+                job.finished_at = Some(record.at);
+                format!("failed after submission at {stage}: {error}")
+            }
+        };
+        job.timeline.push(Step {
+            seq: record.seq,
+            at: record.at,
+            event: event.name(),
+            note,
+        });
+    }
+
+    fn apply_session(&mut self, record: &Record, event: &SessionEvent) {
+        let rung = self.session.machine.rung();
+        if let Err(e) = self.session.machine.apply(event) {
+            unreachable!("check() passed but apply refused: {e}");
+        }
+        let s = &mut self.session;
+        let open = s
+            .recoveries
+            .last_mut()
+            .filter(|r| r.outcome == RecoveryOutcome::Running);
+        match event {
+            SessionEvent::LoginStarted => {
+                if let Some(r) = open {
+                    r.outcome = RecoveryOutcome::Abandoned;
+                    r.finished_at = Some(record.at);
+                }
+            }
+            SessionEvent::LoggedIn { duration_ms } => {
+                s.last_login_at = Some(record.at);
+                if let (Some(r), Some((level, attempt))) = (open, rung) {
+                    r.tries.push(RecoveryTry {
+                        level,
+                        attempt,
+                        duration_ms: *duration_ms,
+                        error: None,
+                    });
+                    r.outcome = RecoveryOutcome::Recovered;
+                    r.finished_at = Some(record.at);
+                }
+            }
+            SessionEvent::Expired { trigger } => s.recoveries.push(Recovery {
+                started_seq: record.seq,
+                started_at: record.at,
+                trigger: match trigger {
+                    Trigger::Job(id) => format!("job {id}"),
+                    Trigger::Heartbeat => "heartbeat".into(),
+                    Trigger::Startup => "startup".into(),
+                },
+                tries: Vec::new(),
+                outcome: RecoveryOutcome::Running,
+                finished_at: None,
+            }),
+            SessionEvent::TryFailed {
+                level,
+                attempt,
+                duration_ms,
+                error,
+            } => {
+                if let Some(r) = open {
+                    r.tries.push(RecoveryTry {
+                        level: *level,
+                        attempt: *attempt,
+                        duration_ms: *duration_ms,
+                        error: Some(error.clone()),
+                    });
+                    if s.machine.status() == SessionStatus::Down {
+                        r.outcome = RecoveryOutcome::Down;
+                        r.finished_at = Some(record.at);
+                    }
+                }
+            }
+            SessionEvent::BackupRestored => {}
+            SessionEvent::CooldownOver => s.recoveries.push(Recovery {
+                started_seq: record.seq,
+                started_at: record.at,
+                trigger: "cool-down over".into(),
+                tries: Vec::new(),
+                outcome: RecoveryOutcome::Running,
+                finished_at: None,
+            }),
+        }
+    }
+
+    /// A comparable summary of every machine's state, for checking that a
+    /// replay rebuilt what the live process had.
+    pub fn fingerprint(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .jobs()
+            .map(|j| {
+                format!(
+                    "{} {:?} max={} started={}",
+                    j.id,
+                    j.machine.state(),
+                    j.machine.max_attempts(),
+                    j.attempts_started
+                )
+            })
+            .collect();
+        out.push(format!("session {:?}", self.session.machine.state()));
+        out.push(format!("recoveries {:?}", self.session.recoveries));
+        out
+    }
+}
+
+/// Why an event could not be recorded.
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error("{subject}: {source}")]
+    Refused {
+        subject: Subject,
+        #[source]
+        source: TransitionError,
+    },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// What opening a journal found.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    pub events: u64,
+    /// Values that could not be read; replay went on without them.
+    pub unreadable: Vec<JournalError>,
+    /// Events the machines refused, by sequence number.
+    pub refused: Vec<(u64, RecordError)>,
+}
+
+/// Replays `journal` into a fresh book.
+pub fn replay(journal: &Journal) -> (Book, ReplayReport) {
+    let mut book = Book::default();
+    let mut report = ReplayReport::default();
+    for item in journal.iter() {
+        match item {
+            Ok(record) => {
+                report.events += 1;
+                if let Err(source) = book.apply(&record) {
+                    report.refused.push((
+                        record.seq,
+                        RecordError::Refused {
+                            subject: record.subject.clone(),
+                            source,
+                        },
+                    ));
+                }
+            }
+            Err(e) => report.unreadable.push(e),
+        }
+    }
+    (book, report)
+}
+
+/// The journal and the book it builds, kept in step.
+pub struct Recorder {
+    journal: Journal,
+    book: Mutex<Book>,
+}
+
+impl Recorder {
+    /// Opens the journal in `dir` and replays it.
+    pub fn open(dir: impl AsRef<Path>) -> Result<(Recorder, ReplayReport), JournalError> {
+        let journal = Journal::open(dir)?;
+        let (book, report) = replay(&journal);
+        Ok((
+            Recorder {
+                journal,
+                book: Mutex::new(book),
+            },
+            report,
+        ))
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The book, locked. Hold it briefly: every record waits on it.
+    pub fn book(&self) -> MutexGuard<'_, Book> {
+        // A panic while holding the lock cannot leave the book half-applied:
+        // `apply` checks before it mutates.
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks `event` against its machine, journals it (durably when it
+    /// carries a promise), then applies it. Returns its sequence number.
+    pub fn record(&self, subject: Subject, event: Event, at: Millis) -> Result<u64, RecordError> {
+        let mut book = self.book();
+        book.check(&subject, &event)
+            .map_err(|source| RecordError::Refused {
+                subject: subject.clone(),
+                source,
+            })?;
+        let seq = self.journal.append(subject.clone(), event.clone(), at)?;
+        let record = Record {
+            seq,
+            at,
+            subject,
+            event,
+        };
+        if let Err(e) = book.apply(&record) {
+            unreachable!("checked event refused on apply: {e}");
+        }
+        Ok(seq)
+    }
+
+    pub fn job_event(&self, id: &JobId, event: JobEvent, at: Millis) -> Result<u64, RecordError> {
+        self.record(Subject::Job(id.clone()), Event::Job(event), at)
+    }
+
+    pub fn session_event(&self, event: SessionEvent, at: Millis) -> Result<u64, RecordError> {
+        self.record(Subject::MasterSession, Event::Session(event), at)
+    }
+
+    /// Applies the restart rules to what replay found: an attempt that was
+    /// filling counts as failed (interrupted) and follows the retry rule; a
+    /// job found submitted ends `failed_post_submission`, outcome unknown,
+    /// for a person to check on the portal. Returns the jobs it changed.
+    pub fn settle_after_restart(
+        &self,
+        now: Millis,
+        retry_at: Millis,
+    ) -> Result<Vec<(JobId, Status)>, RecordError> {
+        let found: Vec<(JobId, Status, u32)> = self
+            .book()
+            .jobs()
+            .filter(|j| matches!(j.status(), Status::Filling | Status::Submitted))
+            .map(|j| (j.id.clone(), j.status(), j.machine.attempts()))
+            .collect();
+        let mut changed = Vec::new();
+        for (id, status, attempt) in found {
+            let event = if status == Status::Filling {
+                JobEvent::AttemptFailed {
+                    attempt,
+                    kind: FailureKind::Interrupted,
+                    stage: "restart".into(),
+                    error: "the daemon stopped during this attempt".into(),
+                    retry_at,
+                    artifacts: Vec::new(),
+                }
+            } else {
+                JobEvent::PostSubmissionFailed {
+                    stage: "restart".into(),
+                    error: "outcome unknown after restart: the save click may have \
+                            reached the portal; check it before raising this proposal again"
+                        .into(),
+                    proposal_no: None,
+                    artifacts: Vec::new(),
+                }
+            };
+            self.job_event(&id, event, now)?;
+            let after = self.book().job(&id).map(JobRecord::status);
+            changed.push((id, after.unwrap_or(status)));
+        }
+        Ok(changed)
+    }
+}

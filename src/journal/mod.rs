@@ -1,0 +1,266 @@
+//! The journal: formwright's append-only event log, its source of truth and
+//! its audit trail.
+//!
+//! Events live in one sled tree, keyed by a big-endian `u64` sequence number
+//! so that sled's key order is the order of events. Appending hands out the
+//! next sequence number under a lock, so sequence order is append order. An
+//! event that carries a promise (`submitted`, every outcome) is flushed to
+//! disk before `append` returns; the rest ride on sled's periodic flush and
+//! on the next durable append, which flushes everything before it too.
+//!
+//! Reading never panics: a value that does not decode is reported with its
+//! sequence number and the reader moves on to the next one.
+
+pub mod codec;
+pub mod event;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use thiserror::Error;
+
+pub use event::{Event, FailureKind, JobEvent, JobId, Level, Millis, Record, SessionEvent};
+pub use event::{Subject, Trigger};
+
+const EVENTS_TREE: &str = "events";
+
+/// Everything that can go wrong with the journal, each naming where.
+#[derive(Debug, Error)]
+pub enum JournalError {
+    #[error("journal at {path} is in use by another formwright process")]
+    Locked { path: PathBuf },
+    #[error("cannot open the journal at {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("journal write failed at sequence {seq}: {reason}")]
+    Write { seq: u64, reason: String },
+    #[error("cannot encode the event for sequence {seq}: {reason}")]
+    Encode { seq: u64, reason: String },
+    #[error("journal event at sequence {seq} is corrupt: {reason}")]
+    Corrupt { seq: u64, reason: String },
+    #[error("journal event at sequence {seq} has format version {version}, this build reads only version {}", codec::FORMAT_VERSION)]
+    UnknownVersion { seq: u64, version: u8 },
+    #[error("journal key {key:02x?} is not an 8-byte sequence number")]
+    BadKey { key: Vec<u8> },
+    #[error("journal read failed: {reason}")]
+    Read { reason: String },
+}
+
+impl JournalError {
+    /// The sequence number at fault, when there is one.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            JournalError::Write { seq, .. }
+            | JournalError::Encode { seq, .. }
+            | JournalError::Corrupt { seq, .. }
+            | JournalError::UnknownVersion { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
+}
+
+/// An open journal. One process at a time: sled holds a lock on the folder.
+pub struct Journal {
+    path: PathBuf,
+    db: sled::Db,
+    events: sled::Tree,
+    /// The next sequence number; the lock also orders appends.
+    next_seq: Mutex<u64>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`. The folder is made readable
+    /// by its owner only: it holds customers' personal data.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Journal, JournalError> {
+        let path = dir.as_ref().to_path_buf();
+        let open_err = |reason: String| JournalError::Open {
+            path: path.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(&path).map_err(|e| open_err(e.to_string()))?;
+        restrict_to_owner(&path).map_err(|e| open_err(e.to_string()))?;
+
+        let db = sled::Config::new()
+            .path(&path)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    JournalError::Locked { path: path.clone() }
+                }
+                sled::Error::Io(io) if io.to_string().contains("lock") => {
+                    JournalError::Locked { path: path.clone() }
+                }
+                other => open_err(other.to_string()),
+            })?;
+        let events = db
+            .open_tree(EVENTS_TREE)
+            .map_err(|e| open_err(e.to_string()))?;
+
+        let next_seq = match events.last().map_err(|e| open_err(e.to_string()))? {
+            Some((key, _)) => decode_key(&key)? + 1,
+            None => 1,
+        };
+        Ok(Journal {
+            path,
+            db,
+            events,
+            next_seq: Mutex::new(next_seq),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one event stamped `at` and returns its sequence number. When
+    /// the event is durable (see [`Event::is_durable`]) it, and everything
+    /// appended before it, is on disk when this returns.
+    pub fn append(&self, subject: Subject, event: Event, at: Millis) -> Result<u64, JournalError> {
+        let durable = event.is_durable();
+        let seq = {
+            // A poisoned lock only means another append panicked; the
+            // counter itself is always consistent.
+            let mut next = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+            let seq = *next;
+            let record = Record {
+                seq,
+                at,
+                subject,
+                event,
+            };
+            let bytes = codec::encode(&record)?;
+            self.events
+                .insert(seq.to_be_bytes(), bytes)
+                .map_err(|e| JournalError::Write {
+                    seq,
+                    reason: e.to_string(),
+                })?;
+            *next = seq + 1;
+            seq
+        };
+        if durable {
+            self.flush_at(seq)?;
+        }
+        Ok(seq)
+    }
+
+    /// Forces everything appended so far to disk.
+    pub fn flush(&self) -> Result<(), JournalError> {
+        let seq = self.last_seq();
+        self.flush_at(seq)
+    }
+
+    fn flush_at(&self, seq: u64) -> Result<(), JournalError> {
+        self.db.flush().map(|_| ()).map_err(|e| JournalError::Write {
+            seq,
+            reason: format!("flush: {e}"),
+        })
+    }
+
+    /// The sequence number of the last event, 0 when empty.
+    pub fn last_seq(&self) -> u64 {
+        *self.next_seq.lock().unwrap_or_else(|p| p.into_inner()) - 1
+    }
+
+    /// Every event in order. A value that cannot be read is an `Err` naming
+    /// its sequence number; iteration goes on past it.
+    pub fn iter(&self) -> impl Iterator<Item = Result<Record, JournalError>> + '_ {
+        self.events.iter().map(|item| {
+            let (key, value) = item.map_err(|e| JournalError::Read {
+                reason: e.to_string(),
+            })?;
+            let seq = decode_key(&key)?;
+            codec::decode(seq, &value)
+        })
+    }
+
+    /// The raw bytes stored under `seq`, for tools and tests.
+    pub fn raw(&self, seq: u64) -> Result<Option<Vec<u8>>, JournalError> {
+        self.events
+            .get(seq.to_be_bytes())
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| JournalError::Read {
+                reason: e.to_string(),
+            })
+    }
+
+    /// Overwrites the bytes under `seq`. Only for tests that prove corrupt
+    /// values are caught; the daemon never rewrites history.
+    #[doc(hidden)]
+    pub fn overwrite_raw(&self, seq: u64, bytes: &[u8]) -> Result<(), JournalError> {
+        self.events
+            .insert(seq.to_be_bytes(), bytes)
+            .map(|_| ())
+            .map_err(|e| JournalError::Write {
+                seq,
+                reason: e.to_string(),
+            })?;
+        self.flush_at(seq)
+    }
+
+    /// Bytes on disk taken by keys and values, for size reports.
+    pub fn stored_bytes(&self) -> u64 {
+        self.events
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum()
+    }
+}
+
+fn decode_key(key: &[u8]) -> Result<u64, JournalError> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| JournalError::BadKey { key: key.to_vec() })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_path: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// The wall clock in journal units.
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_in_order_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = Journal::open(dir.path()).unwrap();
+            for attempt in 1..=3 {
+                let seq = journal
+                    .append(
+                        Subject::Job("A".into()),
+                        Event::Job(JobEvent::AttemptStarted { attempt }),
+                        10,
+                    )
+                    .unwrap();
+                assert_eq!(seq, u64::from(attempt));
+            }
+            journal.flush().unwrap();
+        }
+        let journal = Journal::open(dir.path()).unwrap();
+        let seqs: Vec<u64> = journal.iter().map(|r| r.unwrap().seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(journal.last_seq(), 3);
+    }
+
+    #[test]
+    fn second_opener_gets_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Journal::open(dir.path()).unwrap();
+        let err = Journal::open(dir.path()).err().expect("second open must fail");
+        assert!(matches!(err, JournalError::Locked { .. }), "{err}");
+    }
+}

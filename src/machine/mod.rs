@@ -1,0 +1,38 @@
+//! The two typed state machines, built with statig. Both are pure: a handler
+//! looks at the current state and one event and decides the next state, or
+//! refuses the event. Nothing here touches a browser, a clock or a disk; the
+//! engine does that and records what happened as events.
+
+pub mod job;
+pub mod session;
+
+use thiserror::Error;
+
+/// An event the machine refuses in its current state. Refusals are how the
+/// engine's bugs and a tampered journal are caught, so they say both sides.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("{event} is not allowed in state {state}: {why}")]
+pub struct TransitionError {
+    pub state: String,
+    pub event: &'static str,
+    pub why: String,
+}
+
+/// The context handed to every handler: where a refusal is written down.
+/// statig handlers return an outcome, not a `Result`, so a refusing handler
+/// notes why here and leaves the state as it was.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    refusal: Option<String>,
+}
+
+impl Verdict {
+    fn refuse<S>(&mut self, why: impl Into<String>) -> statig::Outcome<S> {
+        self.refusal = Some(why.into());
+        statig::Outcome::Handled
+    }
+
+    fn take(&mut self) -> Option<String> {
+        self.refusal.take()
+    }
+}
