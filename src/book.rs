@@ -22,14 +22,45 @@ use crate::machine::job::{JobMachine, Status};
 use crate::machine::session::{SessionMachine, SessionStatus};
 use crate::machine::TransitionError;
 
-/// One line of a job's history.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One line of a job's history: the event itself (an `accepted` without its
+/// document, which the record keeps once).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Step {
     pub seq: u64,
     pub at: Millis,
-    pub event: &'static str,
-    /// A short operator-facing description, free of personal data.
-    pub note: String,
+    pub event: JobEvent,
+}
+
+impl Step {
+    pub fn name(&self) -> &'static str {
+        self.event.name()
+    }
+
+    /// A short operator-facing description, free of personal data. Made on
+    /// demand: replay builds millions of steps and shows few.
+    pub fn note(&self) -> String {
+        match &self.event {
+            JobEvent::Accepted { max_attempts, .. } => {
+                format!("accepted, up to {max_attempts} attempts")
+            }
+            JobEvent::AttemptStarted { attempt } => format!("attempt {attempt} started"),
+            JobEvent::Submitted { attempt } => format!("attempt {attempt}: submitted"),
+            JobEvent::Completed { proposal_no } => format!("completed, proposal {proposal_no}"),
+            JobEvent::AttemptFailed {
+                attempt,
+                kind,
+                stage,
+                error,
+                ..
+            } => format!(
+                "attempt {attempt} failed ({}) at {stage}: {error}",
+                kind.as_str()
+            ),
+            JobEvent::PostSubmissionFailed { stage, error, .. } => {
+                format!("failed after submission at {stage}: {error}")
+            }
+        }
+    }
 }
 
 /// The last failure of a job, as the dashboard shows it.
@@ -162,64 +193,84 @@ impl Book {
     }
 
     /// Applies one journaled record. A refusal leaves the book unchanged.
-    pub fn apply(&mut self, record: &Record) -> Result<(), TransitionError> {
-        self.check(&record.subject, &record.event)?;
-        match (&record.subject, &record.event) {
-            (Subject::Job(id), Event::Job(e)) => self.apply_job(id, record, e),
-            (Subject::MasterSession, Event::Session(e)) => self.apply_session(record, e),
-            _ => unreachable!("check() refuses mismatched subjects"),
+    pub fn apply(&mut self, record: Record) -> Result<(), TransitionError> {
+        let Record {
+            seq,
+            at,
+            subject,
+            event,
+        } = record;
+        match (subject, event) {
+            (Subject::Job(id), Event::Job(e)) => self.apply_job(id, seq, at, e)?,
+            (Subject::MasterSession, Event::Session(e)) => self.apply_session(seq, at, &e)?,
+            (subject, event) => {
+                return Err(TransitionError {
+                    state: subject.to_string(),
+                    event: event.name(),
+                    why: "event does not belong to this subject".into(),
+                })
+            }
         }
-        self.last_seq = record.seq;
+        self.last_seq = seq;
         Ok(())
     }
 
-    fn apply_job(&mut self, id: &JobId, record: &Record, event: &JobEvent) {
-        let job = match event {
-            JobEvent::Accepted { document, .. } => {
-                self.order.push(id.clone());
-                self.jobs.entry(id.clone()).or_insert_with(|| JobRecord {
-                    id: id.clone(),
-                    machine: JobMachine::new(),
-                    document: document.clone(),
-                    accepted_at: record.at,
-                    updated_at: record.at,
+    fn apply_job(
+        &mut self,
+        id: JobId,
+        seq: u64,
+        at: Millis,
+        event: JobEvent,
+    ) -> Result<(), TransitionError> {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            // A new job: its machine refuses anything but `accepted`.
+            let mut machine = JobMachine::new();
+            machine.apply(&event)?;
+            let JobEvent::Accepted {
+                document,
+                max_attempts,
+            } = event
+            else {
+                unreachable!("a blank job machine takes only accepted")
+            };
+            self.order.push(id.clone());
+            self.jobs.insert(
+                id.clone(),
+                JobRecord {
+                    id,
+                    machine,
+                    document,
+                    accepted_at: at,
+                    updated_at: at,
                     proposal_no: None,
                     last_failure: None,
                     attempts_started: 0,
                     submitted_at: None,
                     finished_at: None,
-                    timeline: Vec::new(),
-                })
-            }
-            _ => match self.jobs.get_mut(id) {
-                Some(job) => job,
-                None => unreachable!("check() refuses events of unknown jobs"),
-            },
+                    timeline: vec![Step {
+                        seq,
+                        at,
+                        event: JobEvent::Accepted {
+                            document: String::new(),
+                            max_attempts,
+                        },
+                    }],
+                },
+            );
+            return Ok(());
         };
-        if let Err(e) = job.machine.apply(event) {
-            unreachable!("check() passed but apply refused: {e}");
-        }
-        job.updated_at = record.at;
+        job.machine.apply(&event)?;
+        job.updated_at = at;
 
-        let note = match event {
-            JobEvent::Accepted { max_attempts, .. } => {
-                format!("accepted, up to {max_attempts} attempts")
-            }
-            JobEvent::AttemptStarted { attempt } => {
-                job.attempts_started += 1;
-                format!("attempt {attempt} started")
-            }
-            JobEvent::Submitted { attempt } => {
-                job.submitted_at = Some(record.at);
-                format!("attempt {attempt}: submitted")
-            }
+        match &event {
+            JobEvent::Accepted { .. } => unreachable!("an accepted job refuses accepted"),
+            JobEvent::AttemptStarted { .. } => job.attempts_started += 1,
+            JobEvent::Submitted { .. } => job.submitted_at = Some(at),
             JobEvent::Completed { proposal_no } => {
                 job.proposal_no = Some(proposal_no.clone());
-                job.finished_at = Some(record.at);
-                format!("completed, proposal {proposal_no}")
+                job.finished_at = Some(at);
             }
             JobEvent::AttemptFailed {
-                attempt,
                 kind,
                 stage,
                 error,
@@ -233,9 +284,8 @@ impl Book {
                     artifacts: artifacts.clone(),
                 });
                 if job.status().is_terminal() {
-                    job.finished_at = Some(record.at);
+                    job.finished_at = Some(at);
                 }
-                format!("attempt {attempt} failed ({}) at {stage}: {error}", kind.as_str())
             }
             JobEvent::PostSubmissionFailed {
                 stage,
@@ -250,23 +300,21 @@ impl Book {
                     error: error.clone(),
                     artifacts: artifacts.clone(),
                 });
-                job.finished_at = Some(record.at);
-                format!("failed after submission at {stage}: {error}")
+                job.finished_at = Some(at);
             }
-        };
-        job.timeline.push(Step {
-            seq: record.seq,
-            at: record.at,
-            event: event.name(),
-            note,
-        });
+        }
+        job.timeline.push(Step { seq, at, event });
+        Ok(())
     }
 
-    fn apply_session(&mut self, record: &Record, event: &SessionEvent) {
+    fn apply_session(
+        &mut self,
+        seq: u64,
+        at: Millis,
+        event: &SessionEvent,
+    ) -> Result<(), TransitionError> {
         let rung = self.session.machine.rung();
-        if let Err(e) = self.session.machine.apply(event) {
-            unreachable!("check() passed but apply refused: {e}");
-        }
+        self.session.machine.apply(event)?;
         let s = &mut self.session;
         let open = s
             .recoveries
@@ -276,11 +324,11 @@ impl Book {
             SessionEvent::LoginStarted => {
                 if let Some(r) = open {
                     r.outcome = RecoveryOutcome::Abandoned;
-                    r.finished_at = Some(record.at);
+                    r.finished_at = Some(at);
                 }
             }
             SessionEvent::LoggedIn { duration_ms } => {
-                s.last_login_at = Some(record.at);
+                s.last_login_at = Some(at);
                 if let (Some(r), Some((level, attempt))) = (open, rung) {
                     r.tries.push(RecoveryTry {
                         level,
@@ -289,12 +337,12 @@ impl Book {
                         error: None,
                     });
                     r.outcome = RecoveryOutcome::Recovered;
-                    r.finished_at = Some(record.at);
+                    r.finished_at = Some(at);
                 }
             }
             SessionEvent::Expired { trigger } => s.recoveries.push(Recovery {
-                started_seq: record.seq,
-                started_at: record.at,
+                started_seq: seq,
+                started_at: at,
                 trigger: match trigger {
                     Trigger::Job(id) => format!("job {id}"),
                     Trigger::Heartbeat => "heartbeat".into(),
@@ -319,20 +367,21 @@ impl Book {
                     });
                     if s.machine.status() == SessionStatus::Down {
                         r.outcome = RecoveryOutcome::Down;
-                        r.finished_at = Some(record.at);
+                        r.finished_at = Some(at);
                     }
                 }
             }
             SessionEvent::BackupRestored => {}
             SessionEvent::CooldownOver => s.recoveries.push(Recovery {
-                started_seq: record.seq,
-                started_at: record.at,
+                started_seq: seq,
+                started_at: at,
                 trigger: "cool-down over".into(),
                 tries: Vec::new(),
                 outcome: RecoveryOutcome::Running,
                 finished_at: None,
             }),
         }
+        Ok(())
     }
 
     /// A comparable summary of every machine's state, for checking that a
@@ -387,14 +436,11 @@ pub fn replay(journal: &Journal) -> (Book, ReplayReport) {
         match item {
             Ok(record) => {
                 report.events += 1;
-                if let Err(source) = book.apply(&record) {
-                    report.refused.push((
-                        record.seq,
-                        RecordError::Refused {
-                            subject: record.subject.clone(),
-                            source,
-                        },
-                    ));
+                let (seq, subject) = (record.seq, record.subject.clone());
+                if let Err(source) = book.apply(record) {
+                    report
+                        .refused
+                        .push((seq, RecordError::Refused { subject, source }));
                 }
             }
             Err(e) => report.unreadable.push(e),
@@ -443,14 +489,14 @@ impl Recorder {
                 subject: subject.clone(),
                 source,
             })?;
-        let seq = self.journal.append(subject.clone(), event.clone(), at)?;
+        let seq = self.journal.append(&subject, &event, at)?;
         let record = Record {
             seq,
             at,
             subject,
             event,
         };
-        if let Err(e) = book.apply(&record) {
+        if let Err(e) = book.apply(record) {
             unreachable!("checked event refused on apply: {e}");
         }
         Ok(seq)

@@ -96,9 +96,8 @@ pub fn record_to_json(record: &Record, reveal_personal: bool) -> Value {
     }
 
     if let Event::Job(JobEvent::Accepted { document, .. }) = &record.event {
-        let mut doc: Value = serde_json::from_str(document).unwrap_or(Value::String(
-            "(document is not valid JSON)".into(),
-        ));
+        let mut doc: Value = serde_json::from_str(document)
+            .unwrap_or(Value::String("(document is not valid JSON)".into()));
         if !reveal_personal {
             mask_document(&mut doc);
         }

@@ -160,7 +160,10 @@ impl Checker {
                 if *attempt > track.max_attempts {
                     found.push((
                         "attempts-within-max",
-                        format!("attempt {attempt} exceeds max_attempts {}", track.max_attempts),
+                        format!(
+                            "attempt {attempt} exceeds max_attempts {}",
+                            track.max_attempts
+                        ),
                     ));
                 }
                 if *attempt != track.last_attempt + 1 {
@@ -214,10 +217,7 @@ impl Checker {
             }
             JobEvent::Completed { .. } | JobEvent::PostSubmissionFailed { .. } => {
                 if track.submitted_at_seq.is_none() {
-                    found.push((
-                        "one-outcome",
-                        format!("{} without submitted", event.name()),
-                    ));
+                    found.push(("one-outcome", format!("{} without submitted", event.name())));
                 }
                 track.ended_at_seq = Some(seq);
             }
@@ -365,7 +365,12 @@ mod tests {
             job(3, failed(1)),
             job(4, JobEvent::AttemptStarted { attempt: 2 }),
             job(5, JobEvent::Submitted { attempt: 2 }),
-            job(6, JobEvent::Completed { proposal_no: "R1".into() }),
+            job(
+                6,
+                JobEvent::Completed {
+                    proposal_no: "R1".into(),
+                },
+            ),
         ];
         assert_eq!(rules(&records), Vec::<&str>::new());
     }
@@ -379,7 +384,9 @@ mod tests {
             job(4, JobEvent::AttemptStarted { attempt: 2 }),
         ];
         let found = Checker::check_all(&records);
-        assert!(found.iter().any(|v| v.rule == "no-attempt-after-submit" && v.seq == 4));
+        assert!(found
+            .iter()
+            .any(|v| v.rule == "no-attempt-after-submit" && v.seq == 4));
     }
 
     #[test]
@@ -392,7 +399,9 @@ mod tests {
             seq += 2;
         }
         let found = Checker::check_all(&records);
-        assert!(found.iter().any(|v| v.rule == "attempts-within-max" && v.seq == 6));
+        assert!(found
+            .iter()
+            .any(|v| v.rule == "attempts-within-max" && v.seq == 6));
     }
 
     #[test]
@@ -400,7 +409,12 @@ mod tests {
         let records = [
             session(1, SessionEvent::LoginStarted),
             session(2, SessionEvent::LoggedIn { duration_ms: 1 }),
-            session(3, SessionEvent::Expired { trigger: Trigger::Heartbeat }),
+            session(
+                3,
+                SessionEvent::Expired {
+                    trigger: Trigger::Heartbeat,
+                },
+            ),
             session(
                 4,
                 SessionEvent::TryFailed {
@@ -430,10 +444,20 @@ mod tests {
             )
         };
         let records = [
-            session(1, SessionEvent::Expired { trigger: Trigger::Heartbeat }),
+            session(
+                1,
+                SessionEvent::Expired {
+                    trigger: Trigger::Heartbeat,
+                },
+            ),
             fail(2, 1),
             fail(3, 1),
-            session(4, SessionEvent::Expired { trigger: Trigger::Heartbeat }),
+            session(
+                4,
+                SessionEvent::Expired {
+                    trigger: Trigger::Heartbeat,
+                },
+            ),
         ];
         let seqs: Vec<u64> = Checker::check_all(&records).iter().map(|v| v.seq).collect();
         assert_eq!(seqs, vec![3, 4]);
@@ -445,8 +469,18 @@ mod tests {
             job(1, accepted(1)),
             job(2, JobEvent::AttemptStarted { attempt: 1 }),
             job(3, JobEvent::Submitted { attempt: 1 }),
-            job(4, JobEvent::Completed { proposal_no: "R".into() }),
-            job(5, JobEvent::Completed { proposal_no: "R2".into() }),
+            job(
+                4,
+                JobEvent::Completed {
+                    proposal_no: "R".into(),
+                },
+            ),
+            job(
+                5,
+                JobEvent::Completed {
+                    proposal_no: "R2".into(),
+                },
+            ),
         ];
         assert!(rules(&records).contains(&"one-outcome"));
     }

@@ -11,8 +11,10 @@
 //!   door through which new events are checked, journaled and applied.
 //! - [`invariants`]: the promises checked over a whole journal (`replay`).
 //! - [`export`]: the journal as JSON for auditors.
+//! - [`cli`]: the commands of the `formwright` binary, one file each.
 
 pub mod book;
+pub mod cli;
 pub mod export;
 pub mod invariants;
 pub mod journal;

@@ -8,7 +8,7 @@
 //! that was written wrong, or changed by a tool, would otherwise decode into
 //! a plausible and wrong event.
 
-use super::event::Record;
+use super::event::{Record, RecordRef};
 use super::JournalError;
 
 /// The format this build writes. Readers refuse any other.
@@ -17,7 +17,7 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Bytes around the postcard body: the version byte and the checksum.
 const OVERHEAD: usize = 1 + 4;
 
-pub fn encode(record: &Record) -> Result<Vec<u8>, JournalError> {
+pub fn encode(record: &RecordRef<'_>) -> Result<Vec<u8>, JournalError> {
     let out = vec![FORMAT_VERSION];
     let mut out = postcard::to_extend(record, out).map_err(|e| JournalError::Encode {
         seq: record.seq,
@@ -34,7 +34,10 @@ pub fn decode(seq: u64, bytes: &[u8]) -> Result<Record, JournalError> {
     let corrupt = |reason: String| JournalError::Corrupt { seq, reason };
 
     if bytes.len() < OVERHEAD + 1 {
-        return Err(corrupt(format!("value is {} bytes, too short", bytes.len())));
+        return Err(corrupt(format!(
+            "value is {} bytes, too short",
+            bytes.len()
+        )));
     }
     let version = bytes[0];
     if version != FORMAT_VERSION {
@@ -53,7 +56,10 @@ pub fn decode(seq: u64, bytes: &[u8]) -> Result<Record, JournalError> {
     let (record, rest): (Record, &[u8]) =
         postcard::take_from_bytes(&body[1..]).map_err(|e| corrupt(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(corrupt(format!("{} trailing bytes after the event", rest.len())));
+        return Err(corrupt(format!(
+            "{} trailing bytes after the event",
+            rest.len()
+        )));
     }
     if record.seq != seq {
         return Err(corrupt(format!(
@@ -78,15 +84,25 @@ mod tests {
         }
     }
 
+    fn as_ref(r: &Record) -> RecordRef<'_> {
+        RecordRef {
+            seq: r.seq,
+            at: r.at,
+            subject: &r.subject,
+            event: &r.event,
+        }
+    }
+
     #[test]
     fn round_trips() {
-        let bytes = encode(&record()).unwrap();
-        assert_eq!(decode(7, &bytes).unwrap(), record());
+        let r = record();
+        let bytes = encode(&as_ref(&r)).unwrap();
+        assert_eq!(decode(7, &bytes).unwrap(), r);
     }
 
     #[test]
     fn every_flipped_byte_is_caught() {
-        let bytes = encode(&record()).unwrap();
+        let bytes = encode(&as_ref(&record())).unwrap();
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
@@ -97,15 +113,18 @@ mod tests {
 
     #[test]
     fn unknown_version_names_it() {
-        let mut bytes = encode(&record()).unwrap();
+        let mut bytes = encode(&as_ref(&record())).unwrap();
         bytes[0] = 9;
         let err = decode(7, &bytes).unwrap_err();
-        assert!(matches!(err, JournalError::UnknownVersion { seq: 7, version: 9 }));
+        assert!(matches!(
+            err,
+            JournalError::UnknownVersion { seq: 7, version: 9 }
+        ));
     }
 
     #[test]
     fn misplaced_record_is_refused() {
-        let bytes = encode(&record()).unwrap();
+        let bytes = encode(&as_ref(&record())).unwrap();
         assert!(decode(8, &bytes).is_err());
     }
 }

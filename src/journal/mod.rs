@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use thiserror::Error;
 
 pub use event::{Event, FailureKind, JobEvent, JobId, Level, Millis, Record, SessionEvent};
-pub use event::{Subject, Trigger};
+pub use event::{RecordRef, Subject, Trigger};
 
 const EVENTS_TREE: &str = "events";
 
@@ -79,19 +79,7 @@ impl Journal {
         std::fs::create_dir_all(&path).map_err(|e| open_err(e.to_string()))?;
         restrict_to_owner(&path).map_err(|e| open_err(e.to_string()))?;
 
-        let db = sled::Config::new()
-            .path(&path)
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    JournalError::Locked { path: path.clone() }
-                }
-                sled::Error::Io(io) if io.to_string().contains("lock") => {
-                    JournalError::Locked { path: path.clone() }
-                }
-                other => open_err(other.to_string()),
-            })?;
+        let db = open_sled(&path)?;
         let events = db
             .open_tree(EVENTS_TREE)
             .map_err(|e| open_err(e.to_string()))?;
@@ -115,20 +103,24 @@ impl Journal {
     /// Appends one event stamped `at` and returns its sequence number. When
     /// the event is durable (see [`Event::is_durable`]) it, and everything
     /// appended before it, is on disk when this returns.
-    pub fn append(&self, subject: Subject, event: Event, at: Millis) -> Result<u64, JournalError> {
+    pub fn append(
+        &self,
+        subject: &Subject,
+        event: &Event,
+        at: Millis,
+    ) -> Result<u64, JournalError> {
         let durable = event.is_durable();
         let seq = {
             // A poisoned lock only means another append panicked; the
             // counter itself is always consistent.
             let mut next = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
             let seq = *next;
-            let record = Record {
+            let bytes = codec::encode(&RecordRef {
                 seq,
                 at,
                 subject,
                 event,
-            };
-            let bytes = codec::encode(&record)?;
+            })?;
             self.events
                 .insert(seq.to_be_bytes(), bytes)
                 .map_err(|e| JournalError::Write {
@@ -151,10 +143,13 @@ impl Journal {
     }
 
     fn flush_at(&self, seq: u64) -> Result<(), JournalError> {
-        self.db.flush().map(|_| ()).map_err(|e| JournalError::Write {
-            seq,
-            reason: format!("flush: {e}"),
-        })
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| JournalError::Write {
+                seq,
+                reason: format!("flush: {e}"),
+            })
     }
 
     /// The sequence number of the last event, 0 when empty.
@@ -208,8 +203,43 @@ impl Journal {
     }
 }
 
+/// How long `open` waits for another holder of the journal to let go. A
+/// journal dropped a moment ago (a restart in the same process, or a daemon
+/// that is still exiting) keeps its lock until sled's background threads let
+/// go of it, which takes milliseconds.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn open_sled(path: &Path) -> Result<sled::Db, JournalError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(200))
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(JournalError::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(other) => {
+                return Err(JournalError::Open {
+                    path: path.to_path_buf(),
+                    reason: other.to_string(),
+                })
+            }
+        }
+    }
+}
+
 fn decode_key(key: &[u8]) -> Result<u64, JournalError> {
-    let bytes: [u8; 8] = key.try_into().map_err(|_| JournalError::BadKey { key: key.to_vec() })?;
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| JournalError::BadKey { key: key.to_vec() })?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -241,8 +271,8 @@ mod tests {
             for attempt in 1..=3 {
                 let seq = journal
                     .append(
-                        Subject::Job("A".into()),
-                        Event::Job(JobEvent::AttemptStarted { attempt }),
+                        &Subject::Job("A".into()),
+                        &Event::Job(JobEvent::AttemptStarted { attempt }),
                         10,
                     )
                     .unwrap();
@@ -260,7 +290,9 @@ mod tests {
     fn second_opener_gets_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Journal::open(dir.path()).unwrap();
-        let err = Journal::open(dir.path()).err().expect("second open must fail");
+        let err = Journal::open(dir.path())
+            .err()
+            .expect("second open must fail");
         assert!(matches!(err, JournalError::Locked { .. }), "{err}");
     }
 }

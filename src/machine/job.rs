@@ -61,11 +61,12 @@ impl JobLifecycle {
             JobEvent::AttemptStarted { attempt } if *attempt != attempts + 1 => {
                 context.refuse(format!("the next attempt is {}", attempts + 1))
             }
-            JobEvent::AttemptStarted { attempt } if *attempt > self.max_attempts => context
-                .refuse(format!(
+            JobEvent::AttemptStarted { attempt } if *attempt > self.max_attempts => {
+                context.refuse(format!(
                     "attempt {attempt} exceeds max_attempts {}",
                     self.max_attempts
-                )),
+                ))
+            }
             JobEvent::AttemptStarted { attempt } => Transition(State::filling(*attempt)),
             _ => context.refuse("only attempt_started leaves pending"),
         }
@@ -363,7 +364,9 @@ mod tests {
     #[test]
     fn refusal_leaves_state_and_says_why() {
         let mut job = JobMachine::new();
-        let err = job.apply(&JobEvent::AttemptStarted { attempt: 1 }).unwrap_err();
+        let err = job
+            .apply(&JobEvent::AttemptStarted { attempt: 1 })
+            .unwrap_err();
         assert_eq!(err.state, "blank");
         assert!(err.to_string().contains("not been accepted"));
         assert_eq!(job.status(), None);

@@ -223,7 +223,14 @@ mod tests {
         use Level::*;
         assert_eq!(
             seen,
-            vec![(Soft, 1), (Soft, 2), (Soft, 3), (Hard, 1), (Hard, 2), (Nuclear, 1)]
+            vec![
+                (Soft, 1),
+                (Soft, 2),
+                (Soft, 3),
+                (Hard, 1),
+                (Hard, 2),
+                (Nuclear, 1)
+            ]
         );
         assert_eq!(s.status(), SessionStatus::Down);
         s.apply(&SessionEvent::CooldownOver).unwrap();

@@ -1,0 +1,4 @@
+//! The command line: one file per command. `main.rs` only parses and calls.
+
+pub mod export;
+pub mod replay;
