@@ -128,3 +128,28 @@ mod tests {
         assert!(decode(8, &bytes).is_err());
     }
 }
+
+#[cfg(test)]
+mod golden {
+    //! The worked example of `journal-format.md`, byte for byte. If this
+    //! fails, the on-disk format changed: bump FORMAT_VERSION and document.
+    use super::*;
+    use crate::journal::event::{Event, JobEvent, Subject};
+
+    #[test]
+    fn submitted_event_bytes() {
+        let subject = Subject::Job("POL-1".into());
+        let event = Event::Job(JobEvent::Submitted { attempt: 2 });
+        let bytes = encode(&RecordRef {
+            seq: 7,
+            at: 1_764_000_000_000,
+            subject: &subject,
+            event: &event,
+        })
+        .unwrap();
+        let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex.join(" "), GOLDEN);
+    }
+
+    const GOLDEN: &str = "01 07 80 a0 bf e9 d6 66 00 05 50 4f 4c 2d 31 00 02 02 91 0e 2f 16";
+}
