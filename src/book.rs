@@ -7,7 +7,7 @@
 //! applies it. The live book is therefore always exactly what a replay of
 //! the journal would build.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -154,6 +154,9 @@ pub struct Book {
     jobs: BTreeMap<JobId, JobRecord>,
     /// Job ids in the order they were accepted.
     order: Vec<JobId>,
+    /// Jobs not yet ended, by the sequence number of their `accepted`: what
+    /// the engine scans for work, without walking finished history.
+    open: BTreeSet<(u64, JobId)>,
     pub session: SessionRecord,
     pub last_seq: u64,
 }
@@ -166,6 +169,11 @@ impl Book {
     /// Jobs in the order they were accepted.
     pub fn jobs(&self) -> impl DoubleEndedIterator<Item = &JobRecord> + '_ {
         self.order.iter().filter_map(|id| self.jobs.get(id))
+    }
+
+    /// Jobs that have not ended, oldest first.
+    pub fn open_jobs(&self) -> impl Iterator<Item = &JobRecord> + '_ {
+        self.open.iter().filter_map(|(_, id)| self.jobs.get(id))
     }
 
     pub fn len(&self) -> usize {
@@ -234,6 +242,7 @@ impl Book {
                 unreachable!("a blank job machine takes only accepted")
             };
             self.order.push(id.clone());
+            self.open.insert((seq, id.clone()));
             self.jobs.insert(
                 id.clone(),
                 JobRecord {
@@ -302,6 +311,10 @@ impl Book {
                 });
                 job.finished_at = Some(at);
             }
+        }
+        if job.status().is_terminal() {
+            let accepted_seq = job.timeline.first().map_or(0, |s| s.seq);
+            self.open.remove(&(accepted_seq, job.id.clone()));
         }
         job.timeline.push(Step { seq, at, event });
         Ok(())

@@ -15,6 +15,7 @@
 
 pub mod book;
 pub mod cli;
+pub mod engine;
 pub mod export;
 pub mod invariants;
 pub mod journal;
