@@ -135,8 +135,8 @@ impl PageContext {
                 ("nonce", &nonce),
             ],
         );
-        let header = "<header class=\"topbar\"><div class=\"brand\"><span class=\"brand-mark\">S</span> \
-                      SmartZone <small>agent portal &middot; simulated</small></div></header>";
+        let header = "<header class=\"topbar\"><div class=\"brand\"><span class=\"brand-mark\">A</span> \
+                      Agent Portal <small>simulated</small></div></header>";
         self.page("Login", "login", header, &body, "login.js")
     }
 

@@ -46,6 +46,7 @@
     window.clientSaved = function (clientId, name) {
       form.elements.ClientId.value = clientId;
       $('lblClientName').textContent = name;
+      $('spnClientSaved').hidden = false;
       invalidateQuote();
       Portal.closeWindow('divClientWindow', 'divClientOverlay');
     };
