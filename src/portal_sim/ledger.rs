@@ -20,7 +20,7 @@ pub struct LedgerEntry {
     /// Client fields: `Salutation`, `FirstName`, `LastName`, `DateOfBirth`,
     /// `Gender`, `MobileNo`, `EmailId`, `FlatNo`, `FloorNo`, `PremisesName`,
     /// `RoadName`, `AreaName`, `Pincode`, `City`, `StateCode`. Proposal
-    /// fields: see `docs/portal-sim.md` or the `name` attributes of the page.
+    /// fields: see `src/portal_sim/README.md`.
     pub fields: BTreeMap<String, String>,
     /// Total premium in rupees, tax included.
     pub total_premium: u64,

@@ -16,7 +16,8 @@
 //!   HTTP endpoints, including `/__admin`.
 //!
 //! The pages and their element ids, the admin endpoints and the known
-//! differences from the real portal are described in `docs/portal-sim.md`.
+//! differences from the real portal are described in `README.md` beside
+//! this file.
 //!
 //! # Serving
 //!

@@ -57,6 +57,7 @@ fn fill(template: &str, slots: &[(&str, &str)]) -> String {
 #[derive(Debug, Clone)]
 pub struct PageContext {
     fast_typing_drop: bool,
+    fast_typing_window_ms: u64,
     mask_hold_ms: u64,
     renamed_ids: BTreeMap<String, String>,
 }
@@ -65,6 +66,7 @@ impl From<&FaultState> for PageContext {
     fn from(f: &FaultState) -> Self {
         Self {
             fast_typing_drop: f.fast_typing_drop,
+            fast_typing_window_ms: f.fast_typing_window_ms,
             mask_hold_ms: f.mask_hold_ms,
             renamed_ids: f.renamed_ids.clone(),
         }
@@ -72,7 +74,14 @@ impl From<&FaultState> for PageContext {
 }
 
 impl PageContext {
-    fn page(&self, title: &str, body_class: &str, header: &str, body: &str, script: &str) -> String {
+    fn page(
+        &self,
+        title: &str,
+        body_class: &str,
+        header: &str,
+        body: &str,
+        script: &str,
+    ) -> String {
         let scripts = if script.is_empty() {
             String::new()
         } else {
@@ -83,7 +92,14 @@ impl PageContext {
             &[
                 ("title", &escape(title)),
                 ("body_class", body_class),
-                ("fast_typing_drop", if self.fast_typing_drop { "1" } else { "0" }),
+                (
+                    "fast_typing_drop",
+                    if self.fast_typing_drop { "1" } else { "0" },
+                ),
+                (
+                    "fast_typing_window_ms",
+                    &self.fast_typing_window_ms.to_string(),
+                ),
                 ("mask_hold_ms", &self.mask_hold_ms.to_string()),
                 ("header", header),
                 ("body", body),
@@ -119,11 +135,17 @@ impl PageContext {
                 .map(|e| format!("<li>{}</li>", escape(e)))
                 .collect();
             format!(
-                "<div class=\"validation-summary-errors\" id=\"divLoginErrors\"><ul>{items}</ul></div>"
+                "<div class=\"validation-summary-errors\" id=\"divLoginErrors\">\
+                 <ul>{items}</ul></div>"
             )
         };
         let notice = notice
-            .map(|n| format!("<div class=\"session-info\" id=\"divSessionInfo\">{}</div>", escape(n)))
+            .map(|n| {
+                format!(
+                    "<div class=\"session-info\" id=\"divSessionInfo\">{}</div>",
+                    escape(n)
+                )
+            })
             .unwrap_or_default();
         let nonce = super::session::token(8);
         let body = fill(
@@ -135,7 +157,8 @@ impl PageContext {
                 ("nonce", &nonce),
             ],
         );
-        let header = "<header class=\"topbar\"><div class=\"brand\"><span class=\"brand-mark\">A</span> \
+        let header =
+            "<header class=\"topbar\"><div class=\"brand\"><span class=\"brand-mark\">A</span> \
                       Agent Portal <small>simulated</small></div></header>";
         self.page("Login", "login", header, &body, "login.js")
     }
@@ -225,7 +248,10 @@ mod tests {
 
     #[test]
     fn text_is_escaped() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 
     #[test]

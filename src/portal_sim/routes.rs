@@ -25,7 +25,7 @@ use super::ledger::LedgerEntry;
 use super::pages::{self, PageContext};
 use super::session::{self, ClientRecord, Login, Quote, Session, AUTH_COOKIE, SESSION_COOKIE};
 use super::validate::{self, FieldError};
-use super::{catalogue, captcha, lock, Shared};
+use super::{captcha, catalogue, lock, Shared};
 
 type AppState = Arc<Shared>;
 
@@ -49,10 +49,16 @@ pub fn router(shared: AppState) -> Router {
         .route("/Master/MakeModels", get(make_models))
         .route("/Master/RtoLocations", get(rto_locations))
         .route("/Master/Financiers", get(financiers))
-        .route("/Content/site.css", get(|| asset("text/css", pages::SITE_CSS)))
+        .route(
+            "/Content/site.css",
+            get(|| asset("text/css", pages::SITE_CSS)),
+        )
         .route("/Scripts/portal.js", get(|| asset(JS, pages::PORTAL_JS)))
         .route("/Scripts/login.js", get(|| asset(JS, pages::LOGIN_JS)))
-        .route("/Scripts/proposal.js", get(|| asset(JS, pages::PROPOSAL_JS)))
+        .route(
+            "/Scripts/proposal.js",
+            get(|| asset(JS, pages::PROPOSAL_JS)),
+        )
         .route("/Scripts/client.js", get(|| asset(JS, pages::CLIENT_JS)))
         .route("/__admin/faults", get(admin_faults).post(admin_set_faults))
         .route("/__admin/expire-sessions", post(admin_expire_sessions))
@@ -112,8 +118,10 @@ fn ctx(shared: &Shared) -> PageContext {
 
 fn html(body: String) -> Response {
     let mut resp = Html(body).into_response();
-    resp.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    resp.headers_mut().insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
     resp
 }
 
@@ -165,7 +173,10 @@ fn with_session(
     page: impl FnOnce(&mut Session) -> Response,
 ) -> Response {
     let mut sessions = lock(&shared.sessions);
-    let session = sessions.logged_in(cookie(headers, SESSION_COOKIE), cookie(headers, AUTH_COOKIE));
+    let session = sessions.logged_in(
+        cookie(headers, SESSION_COOKIE),
+        cookie(headers, AUTH_COOKIE),
+    );
     match session {
         Some(session) => page(session),
         None => {
@@ -180,14 +191,20 @@ async fn login_page(State(shared): State<AppState>, headers: HeaderMap) -> Respo
 }
 
 async fn captcha_image(State(shared): State<AppState>, headers: HeaderMap) -> Response {
-    let answer = cookie(&headers, SESSION_COOKIE)
-        .and_then(|sid| lock(&shared.sessions).touch(sid).and_then(|s| s.captcha.clone()));
+    let answer = cookie(&headers, SESSION_COOKIE).and_then(|sid| {
+        lock(&shared.sessions)
+            .touch(sid)
+            .and_then(|s| s.captcha.clone())
+    });
     let Some(answer) = answer else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let png = shared.painter.render_png(&answer, &mut rand::thread_rng());
     (
-        [(CONTENT_TYPE, "image/png"), (CACHE_CONTROL, "no-cache, no-store")],
+        [
+            (CONTENT_TYPE, "image/png"),
+            (CACHE_CONTROL, "no-cache, no-store"),
+        ],
         png,
     )
         .into_response()
@@ -211,13 +228,21 @@ async fn login_submit(
     let sid = cookie(&headers, SESSION_COOKIE).map(str::to_owned);
 
     // The captcha is good for one try, whatever the outcome.
-    let expected = sid
-        .as_deref()
-        .and_then(|sid| lock(&shared.sessions).touch(sid).and_then(|s| s.captcha.take()));
+    let expected = sid.as_deref().and_then(|sid| {
+        lock(&shared.sessions)
+            .touch(sid)
+            .and_then(|s| s.captcha.take())
+    });
     let captcha_ok = expected.is_some_and(|e| e.eq_ignore_ascii_case(form.captcha.trim()));
     if !captcha_ok {
         warn!("login refused: captcha not valid");
-        return show_login(&shared, &headers, &form.username, &["Captcha is not valid"], None);
+        return show_login(
+            &shared,
+            &headers,
+            &form.username,
+            &["Captcha is not valid"],
+            None,
+        );
     }
     if Faults::from(&shared).take_login_failure() {
         warn!("login refused by the fail-logins fault switch");
@@ -467,13 +492,22 @@ async fn fetch_idv(
         _ => {
             let mut errors = Vec::new();
             if model.is_none() {
-                errors.push(error("MakeModel", "Please select make and model from the list"));
+                errors.push(error(
+                    "MakeModel",
+                    "Please select make and model from the list",
+                ));
             }
             if made.is_none() {
-                errors.push(error("MfgMonth", "Please select the month and year of manufacture"));
+                errors.push(error(
+                    "MfgMonth",
+                    "Please select the month and year of manufacture",
+                ));
             }
             if purchase.is_none() {
-                errors.push(error("PurchaseDate", "Purchase date must be a valid date (DD/MM/YYYY)"));
+                errors.push(error(
+                    "PurchaseDate",
+                    "Purchase date must be a valid date (DD/MM/YYYY)",
+                ));
             }
             errors_json(errors)
         }
@@ -505,8 +539,7 @@ async fn calculate_premium(
                         total_premium: premium.total,
                     },
                 );
-                Json(json!({ "ok": true, "quoteId": quote_id, "premium": premium }))
-                    .into_response()
+                Json(json!({ "ok": true, "quoteId": quote_id, "premium": premium })).into_response()
             }
         }
     })
@@ -544,7 +577,10 @@ async fn save_proposal(
     let every = faults.expire_sessions_every_n_saves as usize;
     if every > 0 && saved % every == 0 {
         let n = lock(&shared.sessions).expire_all();
-        warn!(sessions = n, "fault switch: expired every session after save {saved}");
+        warn!(
+            sessions = n,
+            "fault switch: expired every session after save {saved}"
+        );
     }
 
     match faults.after_save {
@@ -556,7 +592,11 @@ async fn save_proposal(
         .into_response(),
         AfterSave::Error500 => {
             warn!("fault switch: answering 500 after save");
-            (StatusCode::INTERNAL_SERVER_ERROR, Html(pages::server_error())).into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html(pages::server_error()),
+            )
+                .into_response()
         }
         AfterSave::Hang => {
             warn!("fault switch: never answering after save");

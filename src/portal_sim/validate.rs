@@ -81,9 +81,13 @@ impl<'a> Check<'a> {
 /// Parses a DD/MM/YYYY date, insisting on two-digit day and month.
 pub fn parse_date(value: &str) -> Option<NaiveDate> {
     let shape_ok = value.len() == 10
-        && value
-            .char_indices()
-            .all(|(i, c)| if i == 2 || i == 5 { c == '/' } else { c.is_ascii_digit() });
+        && value.char_indices().all(|(i, c)| {
+            if i == 2 || i == 5 {
+                c == '/'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
     if !shape_ok {
         return None;
     }
@@ -136,7 +140,10 @@ pub fn client(form: &Form, today: NaiveDate) -> Vec<FieldError> {
     c.required("Gender", "Please select a gender");
     if let Some(mobile) = c.required("MobileNo", "Mobile number is required") {
         if !all_digits(mobile, 10) || mobile.starts_with(['0', '1', '2', '3', '4', '5']) {
-            c.fail("MobileNo", "Mobile number must be 10 digits starting with 6-9");
+            c.fail(
+                "MobileNo",
+                "Mobile number must be 10 digits starting with 6-9",
+            );
         }
     }
     if let Some(email) = c.required("EmailId", "Email is required") {
@@ -156,7 +163,10 @@ pub fn client(form: &Form, today: NaiveDate) -> Vec<FieldError> {
                 None => c.fail("Pincode", "Pincode not found"),
                 Some(p) => {
                     if c.value("City") != p.city || c.value("StateCode") != p.state_code {
-                        c.fail("Pincode", "Please search the pincode to fill city and state");
+                        c.fail(
+                            "Pincode",
+                            "Please search the pincode to fill city and state",
+                        );
                     }
                 }
             }
@@ -233,8 +243,8 @@ pub fn proposal(
         c.fail("ClientId", "Please enter client details");
     }
 
-    let model = catalogue::make_model(c.value("MakeModelCode"))
-        .filter(|m| m.name == c.value("MakeModel"));
+    let model =
+        catalogue::make_model(c.value("MakeModelCode")).filter(|m| m.name == c.value("MakeModel"));
     if model.is_none() {
         c.fail("MakeModel", "Please select make and model from the list");
     }
@@ -247,13 +257,22 @@ pub fn proposal(
     let year: i32 = c.value("MfgYear").parse().unwrap_or(0);
     let manufactured = NaiveDate::from_ymd_opt(year, month, 1);
     if manufactured.is_none() {
-        c.fail("MfgMonth", "Please select the month and year of manufacture");
+        c.fail(
+            "MfgMonth",
+            "Please select the month and year of manufacture",
+        );
     }
 
-    for (field, label) in [("EngineNo", "Engine number"), ("ChassisNo", "Chassis number")] {
+    for (field, label) in [
+        ("EngineNo", "Engine number"),
+        ("ChassisNo", "Chassis number"),
+    ] {
         if let Some(v) = c.required(field, &format!("{label} is required")) {
             if !(6..=20).contains(&v.len()) || !v.chars().all(|ch| ch.is_ascii_alphanumeric()) {
-                c.fail(field, &format!("{label} must be 6 to 20 letters and digits"));
+                c.fail(
+                    field,
+                    &format!("{label} must be 6 to 20 letters and digits"),
+                );
             }
         }
     }
@@ -265,12 +284,18 @@ pub fn proposal(
             c.fail("PurchaseDate", "Purchase date cannot be in the future");
         }
         if manufactured.is_some_and(|m| p < m) {
-            c.fail("PurchaseDate", "Purchase date is before the manufacturing month");
+            c.fail(
+                "PurchaseDate",
+                "Purchase date is before the manufacturing month",
+            );
         }
     }
     if let (Some(p), Some(r)) = (purchase, registration) {
         if r < p {
-            c.fail("RegistrationDate", "Registration date cannot be before purchase date");
+            c.fail(
+                "RegistrationDate",
+                "Registration date cannot be before purchase date",
+            );
         }
     }
 
@@ -278,7 +303,10 @@ pub fn proposal(
         let reg = c.value("RegistrationNo");
         let ok = reg.len() >= 8 && reg.chars().all(|ch| ch.is_ascii_alphanumeric());
         if !ok {
-            c.fail("RegistrationNo", "Registration number is required for a used vehicle");
+            c.fail(
+                "RegistrationNo",
+                "Registration number is required for a used vehicle",
+            );
         }
     }
     if c.flag("IsHypothecated") {
@@ -305,8 +333,11 @@ pub fn proposal(
     }
 
     let discount: Option<u64> = c.value("ODDiscount").parse().ok();
-    if !discount.is_some_and(|d| d <= 70) {
-        c.fail("ODDiscount", "OD discount must be a whole number from 0 to 70");
+    if discount.is_none_or(|d| d > 70) {
+        c.fail(
+            "ODDiscount",
+            "OD discount must be a whole number from 0 to 70",
+        );
     }
 
     if !c.errors.is_empty() {
@@ -403,7 +434,10 @@ mod tests {
         form.insert("MobileNo".into(), "90000".into());
         form.insert("DateOfBirth".into(), "31/02/1990".into());
         form.insert("Pincode".into(), "5600".into());
-        let fields: Vec<String> = client(&form, today()).into_iter().map(|e| e.field).collect();
+        let fields: Vec<String> = client(&form, today())
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
         assert_eq!(fields, ["DateOfBirth", "MobileNo", "Pincode"]);
     }
 

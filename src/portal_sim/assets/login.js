@@ -1,11 +1,12 @@
 // The real login page loses keystrokes that arrive too soon after typing in
 // another field (its masked inputs re-render on focus). Reproduced here: key
-// input within 80 ms of the last accepted keystroke in a different field is
-// dropped. Typing with a pause between fields avoids it.
+// input within a short window (80 ms unless the fault switch says otherwise)
+// of the last accepted keystroke in a different field is dropped. Typing with
+// a pause between fields avoids it.
 (function () {
   'use strict';
   if (document.body.getAttribute('data-fast-typing-drop') !== '1') return;
-  var WINDOW_MS = 80;
+  var WINDOW_MS = parseInt(document.body.getAttribute('data-fast-typing-window-ms'), 10) || 80;
   var lastField = null;
   var lastAt = 0;
   document.getElementById('frmLogin').addEventListener('keydown', function (e) {
