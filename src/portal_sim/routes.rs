@@ -267,6 +267,7 @@ async fn login_submit(
 
     // A new session id at login, so a pre-login id never becomes a live one.
     let ticket = session::token(48).to_uppercase();
+    let marker = session::token(16);
     let mut sessions = lock(&shared.sessions);
     if let Some(old) = &sid {
         sessions.remove(old);
@@ -276,6 +277,7 @@ async fn login_submit(
         Some(s) => {
             s.login = Some(Login {
                 ticket: ticket.clone(),
+                marker: marker.clone(),
             });
             s.popup_pending = true;
             s.label.clone()
@@ -285,7 +287,6 @@ async fn login_submit(
     drop(sessions);
     info!(session = %label, "login succeeded");
 
-    let marker = session::token(16);
     let mut resp = redirect(&format!("/Home/Dashboard?lgn={marker}"));
     set_cookie(
         &mut resp,
@@ -315,7 +316,19 @@ async fn logout(State(shared): State<AppState>, headers: HeaderMap) -> Response 
     resp
 }
 
-async fn dashboard(State(shared): State<AppState>, headers: HeaderMap) -> Response {
+#[derive(Deserialize)]
+struct DashboardQuery {
+    lgn: Option<String>,
+}
+
+/// The dashboard. Opened without this login's marker (a cloned browser
+/// opening the bare URL), it redirects to the URL with the marker, so the
+/// URL of a logged-in dashboard always carries `lgn=`.
+async fn dashboard(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<DashboardQuery>,
+) -> Response {
     let (proposals, links) = {
         let ledger = lock(&shared.ledger);
         let links = ledger.iter().filter(|e| e.payment_link_sent).count();
@@ -324,6 +337,10 @@ async fn dashboard(State(shared): State<AppState>, headers: HeaderMap) -> Respon
     let ctx = ctx(&shared);
     let user = shared.config.username.clone();
     with_session(&shared, &headers, |s| {
+        let marker = s.login.as_ref().map(|l| l.marker.as_str()).unwrap_or("");
+        if query.lgn.as_deref() != Some(marker) {
+            return redirect(&format!("/Home/Dashboard?lgn={marker}"));
+        }
         let popup = std::mem::take(&mut s.popup_pending);
         html(ctx.dashboard(&user, popup, proposals, links))
     })

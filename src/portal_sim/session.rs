@@ -25,6 +25,8 @@ pub const AUTH_COOKIE: &str = ".ASPXAUTH";
 pub struct Login {
     /// Value of the `.ASPXAUTH` cookie issued with this login.
     pub ticket: String,
+    /// The login marker the dashboard URL carries (`?lgn=...`).
+    pub marker: String,
 }
 
 /// A client saved through the client-details window, waiting for its
@@ -178,6 +180,7 @@ mod tests {
         let id = store.create();
         store.touch(&id).expect("session").login = Some(Login {
             ticket: "T1".into(),
+            marker: "M1".into(),
         });
         assert!(store.logged_in(Some(&id), Some("T1")).is_some());
         assert!(store.logged_in(Some(&id), Some("T2")).is_none());
