@@ -11,6 +11,8 @@
 //!   door through which new events are checked, journaled and applied.
 //! - [`invariants`]: the promises checked over a whole journal (`replay`).
 //! - [`export`]: the journal as JSON for auditors.
+//! - [`portal_sim`]: the simulated agent portal that the demo and the tests
+//!   drive, with its ledger and fault switches.
 //! - [`cli`]: the commands of the `formwright` binary, one file each.
 
 pub mod book;
@@ -20,3 +22,4 @@ pub mod export;
 pub mod invariants;
 pub mod journal;
 pub mod machine;
+pub mod portal_sim;

@@ -1,0 +1,302 @@
+//! Fault switches: the ways the simulated portal misbehaves on purpose.
+//!
+//! Each switch can be set from Rust through [`Faults`] or over HTTP with
+//! `POST /__admin/faults` and a [`FaultPatch`] as JSON. All are off by
+//! default except the fast-typing drop, which the real portal has.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{lock, Shared};
+
+/// What the save request does once the proposal is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterSave {
+    /// Answer normally with the proposal number.
+    #[default]
+    Normal,
+    /// Answer HTTP 500 with an ASP.NET-style error page.
+    Error500,
+    /// Never answer (until the simulator shuts down).
+    Hang,
+}
+
+/// The state of every fault switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultState {
+    /// The login page drops key input that arrives within
+    /// `fast_typing_window_ms` of a keystroke in another field.
+    pub fast_typing_drop: bool,
+    /// The fast-typing window, 80 ms by default. Over WebDriver two typing
+    /// commands are rarely closer than about 100 ms, so the default mostly
+    /// bites typing that moves between fields in one command (Tab); a test
+    /// that wants the drop to hit field-by-field typing without a pause can
+    /// widen it (around 200 ms still lets the profile's 150 ms pause through
+    /// on this machine, where a paused hand-over took about 250 ms).
+    pub fast_typing_window_ms: u64,
+    /// Expire every session right after each N-th saved proposal; 0 is off.
+    pub expire_sessions_every_n_saves: u32,
+    /// This many coming logins fail even with the right password.
+    pub fail_next_logins: u32,
+    /// Every login fails.
+    pub fail_all_logins: bool,
+    /// Every request except `/__admin` waits this long before it is handled.
+    pub page_delay_ms: u64,
+    /// The loading mask stays this long after each request; 0 means the
+    /// usual 200-400 ms.
+    pub mask_hold_ms: u64,
+    /// What the save request does after recording the proposal.
+    pub after_save: AfterSave,
+    /// This many coming requests (except `/__admin`) get their connection
+    /// closed without an answer.
+    pub drop_next_requests: u32,
+    /// Element ids served under another id: `{"txtEngineNo":
+    /// "txtEngineNumber"}`.
+    pub renamed_ids: BTreeMap<String, String>,
+}
+
+impl Default for FaultState {
+    fn default() -> Self {
+        Self {
+            fast_typing_drop: true,
+            fast_typing_window_ms: 80,
+            expire_sessions_every_n_saves: 0,
+            fail_next_logins: 0,
+            fail_all_logins: false,
+            page_delay_ms: 0,
+            mask_hold_ms: 0,
+            after_save: AfterSave::Normal,
+            drop_next_requests: 0,
+            renamed_ids: BTreeMap::new(),
+        }
+    }
+}
+
+/// A partial update of the switches: absent keys keep their value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultPatch {
+    /// See [`FaultState::fast_typing_drop`].
+    pub fast_typing_drop: Option<bool>,
+    /// See [`FaultState::fast_typing_window_ms`].
+    pub fast_typing_window_ms: Option<u64>,
+    /// See [`FaultState::expire_sessions_every_n_saves`].
+    pub expire_sessions_every_n_saves: Option<u32>,
+    /// See [`FaultState::fail_next_logins`].
+    pub fail_next_logins: Option<u32>,
+    /// See [`FaultState::fail_all_logins`].
+    pub fail_all_logins: Option<bool>,
+    /// See [`FaultState::page_delay_ms`].
+    pub page_delay_ms: Option<u64>,
+    /// See [`FaultState::mask_hold_ms`].
+    pub mask_hold_ms: Option<u64>,
+    /// See [`FaultState::after_save`].
+    pub after_save: Option<AfterSave>,
+    /// See [`FaultState::drop_next_requests`].
+    pub drop_next_requests: Option<u32>,
+    /// Replaces [`FaultState::renamed_ids`]; `{}` clears it.
+    pub renamed_ids: Option<BTreeMap<String, String>>,
+}
+
+impl FaultState {
+    /// Applies a partial update.
+    pub fn apply(&mut self, patch: FaultPatch) {
+        let FaultPatch {
+            fast_typing_drop,
+            fast_typing_window_ms,
+            expire_sessions_every_n_saves,
+            fail_next_logins,
+            fail_all_logins,
+            page_delay_ms,
+            mask_hold_ms,
+            after_save,
+            drop_next_requests,
+            renamed_ids,
+        } = patch;
+        if let Some(v) = fast_typing_drop {
+            self.fast_typing_drop = v;
+        }
+        if let Some(v) = fast_typing_window_ms {
+            self.fast_typing_window_ms = v;
+        }
+        if let Some(v) = expire_sessions_every_n_saves {
+            self.expire_sessions_every_n_saves = v;
+        }
+        if let Some(v) = fail_next_logins {
+            self.fail_next_logins = v;
+        }
+        if let Some(v) = fail_all_logins {
+            self.fail_all_logins = v;
+        }
+        if let Some(v) = page_delay_ms {
+            self.page_delay_ms = v;
+        }
+        if let Some(v) = mask_hold_ms {
+            self.mask_hold_ms = v;
+        }
+        if let Some(v) = after_save {
+            self.after_save = v;
+        }
+        if let Some(v) = drop_next_requests {
+            self.drop_next_requests = v;
+        }
+        if let Some(v) = renamed_ids {
+            self.renamed_ids = v;
+        }
+    }
+}
+
+/// A cheap, clonable handle on the simulator's fault switches.
+#[derive(Clone)]
+pub struct Faults {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Faults").field(&self.state()).finish()
+    }
+}
+
+impl Faults {
+    fn update(&self, change: impl FnOnce(&mut FaultState)) {
+        change(&mut lock(&self.shared.faults));
+    }
+
+    /// The current switches.
+    pub fn state(&self) -> FaultState {
+        lock(&self.shared.faults).clone()
+    }
+
+    /// Applies a partial update, as `POST /__admin/faults` does.
+    pub fn apply(&self, patch: FaultPatch) {
+        self.update(|f| f.apply(patch));
+    }
+
+    /// Turns every switch back to its default.
+    pub fn reset(&self) {
+        self.update(|f| *f = FaultState::default());
+    }
+
+    /// Turns the login page's fast-typing drop on or off.
+    pub fn set_fast_typing_drop(&self, on: bool) {
+        self.update(|f| f.fast_typing_drop = on);
+    }
+
+    /// Sets the fast-typing window (default 80 ms).
+    pub fn set_fast_typing_window(&self, window: Duration) {
+        self.update(|f| f.fast_typing_window_ms = millis(window));
+    }
+
+    /// Expires every session now; returns how many were logged in.
+    pub fn expire_sessions_now(&self) -> usize {
+        lock(&self.shared.sessions).expire_all()
+    }
+
+    /// Expires every session after each `n`-th saved proposal; 0 turns it
+    /// off.
+    pub fn expire_sessions_every(&self, n: u32) {
+        self.update(|f| f.expire_sessions_every_n_saves = n);
+    }
+
+    /// Makes the next `n` logins fail.
+    pub fn fail_next_logins(&self, n: u32) {
+        self.update(|f| f.fail_next_logins = n);
+    }
+
+    /// Makes every login fail, or stops doing so.
+    pub fn fail_all_logins(&self, on: bool) {
+        self.update(|f| f.fail_all_logins = on);
+    }
+
+    /// Delays every request (except `/__admin`) by `delay`.
+    pub fn delay_pages(&self, delay: Duration) {
+        self.update(|f| f.page_delay_ms = millis(delay));
+    }
+
+    /// Holds the loading mask for `hold` after each request; zero restores
+    /// the usual 200-400 ms.
+    pub fn hold_mask(&self, hold: Duration) {
+        self.update(|f| f.mask_hold_ms = millis(hold));
+    }
+
+    /// Chooses what the save request does after recording the proposal.
+    pub fn break_after_save(&self, how: AfterSave) {
+        self.update(|f| f.after_save = how);
+    }
+
+    /// Closes the connection of the next `n` requests without an answer.
+    pub fn drop_next_requests(&self, n: u32) {
+        self.update(|f| f.drop_next_requests = n);
+    }
+
+    /// Serves the element id `from` as `to` on every page.
+    pub fn rename_id(&self, from: &str, to: &str) {
+        self.update(|f| {
+            f.renamed_ids.insert(from.to_owned(), to.to_owned());
+        });
+    }
+
+    /// Serves every element under its own id again.
+    pub fn clear_renames(&self) {
+        self.update(|f| f.renamed_ids.clear());
+    }
+
+    /// Takes one request from the drop counter; true if this request's
+    /// connection is to be dropped.
+    pub(super) fn take_drop(&self) -> bool {
+        let mut faults = lock(&self.shared.faults);
+        if faults.drop_next_requests > 0 {
+            faults.drop_next_requests -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Decides whether a login with good credentials fails anyway, using up
+    /// one of the "fail next" count.
+    pub(super) fn take_login_failure(&self) -> bool {
+        let mut faults = lock(&self.shared.faults);
+        if faults.fail_all_logins {
+            return true;
+        }
+        if faults.fail_next_logins > 0 {
+            faults.fail_next_logins -= 1;
+            return true;
+        }
+        false
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_changes_only_given_switches() {
+        let mut state = FaultState::default();
+        let patch: FaultPatch =
+            serde_json::from_str(r#"{"fail_next_logins": 2, "after_save": "hang"}"#)
+                .expect("patch");
+        state.apply(patch);
+        assert_eq!(state.fail_next_logins, 2);
+        assert_eq!(state.after_save, AfterSave::Hang);
+        assert!(state.fast_typing_drop);
+        assert_eq!(state.page_delay_ms, 0);
+    }
+
+    #[test]
+    fn unknown_switch_is_refused() {
+        let parsed = serde_json::from_str::<FaultPatch>(r#"{"fail_logins": 2}"#);
+        assert!(parsed.is_err());
+    }
+}
