@@ -1,2 +1,4 @@
 //! formwright fills and submits insurer agent-portal forms through a real
 //! browser, and never submits the same form twice.
+
+pub mod profile;
