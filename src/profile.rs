@@ -36,6 +36,10 @@ pub const DEFAULT_ALERT_TIMEOUT_MS: u64 = 5_000;
 /// Default loading-mask selector (Kendo UI's).
 pub const DEFAULT_MASK_SELECTOR: &str = ".k-loading-mask";
 
+fn default_mask() -> String {
+    DEFAULT_MASK_SELECTOR.to_string()
+}
+
 fn default_type_pause_ms() -> u64 {
     150
 }
@@ -68,6 +72,10 @@ pub struct Profile {
     pub name: String,
     /// Default portal address; every `url` in the profile is joined to it.
     pub base_url: String,
+    /// Addition: the loading-mask selector that clicks wait for (and the
+    /// default of `wait_mask`).
+    #[serde(default = "default_mask")]
+    pub mask: String,
     /// How to log in.
     pub login: LoginConfig,
     /// How to tell a live session from an expired one.
