@@ -240,12 +240,7 @@ impl JobBrowser {
     /// to the current origin) and adds the master's current cookies.
     async fn add_cookies(&mut self, master: &Master) -> Result<usize, BrowserError> {
         let cookies = master.cookies().await?;
-        let landing = join_url(&self.base_url, "/favicon.ico")?;
-        self.session
-            .client()?
-            .goto(&landing)
-            .await
-            .map_err(|e| BrowserError::cmd(format!("opening {landing}"), e))?;
+        let landing = self.open_portal_origin().await?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -269,6 +264,41 @@ impl JobBrowser {
             added += 1;
         }
         Ok(added)
+    }
+
+    /// Lands on a page of the portal's origin: `/favicon.ico` (cheap), or,
+    /// when that ends on a browser error page (an empty 404 is shown as
+    /// Chromium's own page, of another origin), the login page.
+    async fn open_portal_origin(&self) -> Result<String, BrowserError> {
+        let client = self.session.client()?;
+        let origin = url::Url::parse(&self.base_url)
+            .map_err(|e| BrowserError::BadUrl {
+                base: self.base_url.clone(),
+                path: String::new(),
+                message: e.to_string(),
+            })?
+            .origin()
+            .ascii_serialization();
+        let mut tried = Vec::new();
+        for path in ["/favicon.ico", self.profile.login.url.as_str()] {
+            let landing = join_url(&self.base_url, path)?;
+            client
+                .goto(&landing)
+                .await
+                .map_err(|e| BrowserError::cmd(format!("opening {landing}"), e))?;
+            let here = client
+                .execute("return location.origin;", vec![])
+                .await
+                .map_err(|e| BrowserError::cmd(format!("reading the origin of {landing}"), e))?;
+            if here.as_str() == Some(origin.as_str()) {
+                return Ok(landing);
+            }
+            tried.push(format!("{landing} ({here})"));
+        }
+        Err(BrowserError::OffOrigin {
+            origin,
+            tried: tried.join(", "),
+        })
     }
 
     /// Opens the dashboard and decides, about a second after it loads,

@@ -226,9 +226,9 @@ impl Master {
         let pause = Duration::from_millis(login.type_pause_ms);
 
         let user = wait_displayed(client, &login.username, timeout, url).await?;
-        type_into(&user, credentials.username(), pause, &login.username).await?;
+        type_into(client, &user, credentials.username(), pause, &login.username).await?;
         let pass = wait_displayed(client, &login.password, timeout, url).await?;
-        type_into(&pass, &credentials.password, pause, &login.password).await?;
+        type_into(client, &pass, &credentials.password, pause, &login.password).await?;
 
         if let (Some(image), Some(input)) = (&login.captcha_image, &login.captcha_input) {
             let png = if solver.needs_image() {
@@ -239,7 +239,7 @@ impl Master {
             let answer = solver.solve(&png, client).await?;
             debug!(solver = solver.name(), chars = answer.len(), "captcha solved");
             let field = wait_displayed(client, input, timeout, url).await?;
-            type_into(&field, &answer, pause, input).await?;
+            type_into(client, &field, &answer, pause, input).await?;
         }
 
         // Blank the error text first, so any text seen after the click is
@@ -456,6 +456,7 @@ async fn wait_displayed(
 }
 
 async fn type_into(
+    client: &Client,
     el: &fantoccini::elements::Element,
     text: &str,
     pause: Duration,
@@ -464,6 +465,9 @@ async fn type_into(
     el.clear()
         .await
         .map_err(|e| BrowserError::cmd(format!("clearing {selector}"), e))?;
+    super::steps::focus(client, el)
+        .await
+        .map_err(|e| BrowserError::cmd(format!("focusing {selector}"), e))?;
     tokio::time::sleep(pause).await;
     el.send_keys(text)
         .await

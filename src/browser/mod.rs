@@ -151,6 +151,14 @@ pub enum BrowserError {
         /// How long after navigation started.
         waited: Duration,
     },
+    /// No page of the portal's origin could be opened to add cookies on.
+    #[error("cannot land on a page of {origin} to add cookies (tried {tried})")]
+    OffOrigin {
+        /// The portal's origin.
+        origin: String,
+        /// The URLs tried and the origin each ended on.
+        tried: String,
+    },
     /// A file operation on a profile or job folder failed.
     #[error("{doing} {}: {source}", .path.display())]
     Io {

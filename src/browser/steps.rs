@@ -598,7 +598,7 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
             .map_err(failure_of)
     }
 
-    /// Clear, pause, type; checks the field kept what was typed (the
+    /// Clear, focus, pause, type; checks the field kept what was typed (the
     /// portal drops keys typed too soon) and types once more if not.
     async fn type_text(&self, selector: &str, value: &str, clock: Clock) -> Result<(), StepFailure> {
         let pause = Duration::from_millis(self.profile.login.type_pause_ms);
@@ -606,6 +606,7 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
         let mut held = String::new();
         for _ in 0..2 {
             el.clear().await.map_err(failure_of)?;
+            focus(self.client, &el).await.map_err(failure_of)?;
             tokio::time::sleep(pause).await;
             el.send_keys(value).await.map_err(failure_of)?;
             held = el
@@ -747,6 +748,7 @@ return { count: items.length, item: pick };"#;
         let pause = Duration::from_millis(self.profile.login.type_pause_ms);
         let input = self.displayed(r.selector(), clock).await?;
         input.clear().await.map_err(failure_of)?;
+        focus(self.client, &input).await.map_err(failure_of)?;
         tokio::time::sleep(pause).await;
         input.send_keys(r.value()).await.map_err(failure_of)?;
         let list = r.list.as_deref().unwrap_or_default();
@@ -927,6 +929,18 @@ return { count: opts.length, chosen: opt !== null };"#;
             skipped: false,
         })
     }
+}
+
+/// Focuses an element by script. Typing focuses the field first, then
+/// pauses, then sends keys: the portal drops keys that arrive right after a
+/// field gains focus, and sending keys to a field that is not focused would
+/// focus it at the moment the keys arrive.
+pub(crate) async fn focus(client: &Client, el: &Element) -> Result<(), CmdError> {
+    let el_json = serde_json::to_value(el).map_err(CmdError::Json)?;
+    client
+        .execute("arguments[0].focus();", vec![el_json])
+        .await
+        .map(drop)
 }
 
 /// Whether a field holds what was typed, allowing for the page changing
