@@ -333,6 +333,9 @@ mod tests {
         let err = post_image("http://127.0.0.1:9/solve", b"png", Duration::from_secs(2))
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("http://127.0.0.1:9/solve"), "{err}");
+        assert!(
+            err.to_string().contains("http://127.0.0.1:9/solve"),
+            "{err}"
+        );
     }
 }

@@ -284,6 +284,11 @@ struct World {
 
 impl World {
     async fn new() -> World {
+        // RUST_LOG=formwright=debug shows each step and browser event.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let work = tempfile::tempdir().expect("temp dir");
         let driver = Driver::start(&config(work.path()))
             .await
@@ -356,15 +361,27 @@ async fn driver_starts_and_stops() {
     assert!(!driver.is_remote());
 
     let fixture = fixture::start().await;
-    let master = Master::open(&driver, &profile(), &fixture.base_url, work.path().join("m"))
-        .await
-        .unwrap();
+    let master = Master::open(
+        &driver,
+        &profile(),
+        &fixture.base_url,
+        work.path().join("m"),
+    )
+    .await
+    .unwrap();
     let chromium = master.browser_pid().expect("local browsers have a pid");
     assert!(Path::new(&format!("/proc/{chromium}")).exists());
 
     // Killing the driver takes its browsers down with it.
     driver.kill().await;
-    let answered = tokio::net::TcpStream::connect(status.trim_start_matches("http://").split('/').next().unwrap()).await;
+    let answered = tokio::net::TcpStream::connect(
+        status
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap(),
+    )
+    .await;
     assert!(answered.is_err(), "chromedriver still listens");
     let started = Instant::now();
     while alive(chromium) && started.elapsed() < Duration::from_secs(5) {
@@ -389,12 +406,24 @@ async fn master_logs_in_and_closes_the_popup() {
 
     // The popup shows 300 ms after the dashboard loads; login closed it.
     let client = master.client().unwrap().clone();
-    client.goto(&format!("{}/Home/Dashboard?lgn=1", w.base())).await.unwrap();
+    client
+        .goto(&format!("{}/Home/Dashboard?lgn=1", w.base()))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let names: Vec<String> = master.cookies().await.unwrap().into_iter().map(|c| c.name).collect();
+    let names: Vec<String> = master
+        .cookies()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
     assert!(names.contains(&SESSION_COOKIE.to_string()), "{names:?}");
     master.close().await.unwrap();
-    assert!(w.work.path().join("master").exists(), "the master profile persists");
+    assert!(
+        w.work.path().join("master").exists(),
+        "the master profile persists"
+    );
 }
 
 #[tokio::test]
@@ -402,19 +431,35 @@ async fn login_retries_a_refused_captcha_but_not_a_bad_password() {
     let w = World::new().await;
     lock(&w.fixture.portal).refuse_captchas = 2;
     let mut master = w.master().await;
-    master.login(&credentials(), &element_solver()).await.unwrap();
+    master
+        .login(&credentials(), &element_solver())
+        .await
+        .unwrap();
     assert_eq!(lock(&w.fixture.portal).login_posts, 3);
 
     lock(&w.fixture.portal).refuse_captchas = 3;
-    let err = master.login(&credentials(), &element_solver()).await.unwrap_err();
-    assert!(matches!(err, LoginError::CaptchaTries { tries: 3, .. }), "{err}");
+    let err = master
+        .login(&credentials(), &element_solver())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LoginError::CaptchaTries { tries: 3, .. }),
+        "{err}"
+    );
 
     let posts = lock(&w.fixture.portal).login_posts;
     let wrong = Credentials::new(USER, "wrong");
     let err = master.login(&wrong, &element_solver()).await.unwrap_err();
     assert!(matches!(err, LoginError::Refused { .. }), "{err}");
-    assert!(err.to_string().contains("Invalid user name or password"), "{err}");
-    assert_eq!(lock(&w.fixture.portal).login_posts, posts + 1, "a bad password is not retried");
+    assert!(
+        err.to_string().contains("Invalid user name or password"),
+        "{err}"
+    );
+    assert_eq!(
+        lock(&w.fixture.portal).login_posts,
+        posts + 1,
+        "a bad password is not retried"
+    );
     assert!(!format!("{wrong:?}").contains("wrong\""));
     master.close().await.unwrap();
 }
@@ -545,11 +590,26 @@ async fn every_step_action_runs() {
         let client = client.clone();
         async move { client.execute(js, vec![]).await.unwrap() }
     };
-    assert_eq!(read("return document.getElementById('RtoCode').value").await, "KA-03");
-    assert_eq!(read("return document.getElementById('titleEcho').textContent").await, "vMrs.");
-    assert_eq!(read("return document.getElementById('dateEcho').textContent").await, "2026-11-20");
-    assert_eq!(read("return document.getElementById('chkNew').checked").await, true);
-    assert_eq!(read("return document.getElementById('txtEngine').value").await, "JF50E8012345");
+    assert_eq!(
+        read("return document.getElementById('RtoCode').value").await,
+        "KA-03"
+    );
+    assert_eq!(
+        read("return document.getElementById('titleEcho').textContent").await,
+        "vMrs."
+    );
+    assert_eq!(
+        read("return document.getElementById('dateEcho').textContent").await,
+        "2026-11-20"
+    );
+    assert_eq!(
+        read("return document.getElementById('chkNew').checked").await,
+        true
+    );
+    assert_eq!(
+        read("return document.getElementById('txtEngine').value").await,
+        "JF50E8012345"
+    );
 
     job.prepare_submit(&fields).await.unwrap();
     assert!(lock(&w.fixture.portal).proposals.is_empty());
@@ -558,7 +618,11 @@ async fn every_step_action_runs() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(outputs.proposal_no(), Some("P-0001"));
-    assert_eq!(lock(&w.fixture.portal).proposals.len(), 1, "one click, one proposal");
+    assert_eq!(
+        lock(&w.fixture.portal).proposals.len(),
+        1,
+        "one click, one proposal"
+    );
 
     // The submit click is not repeatable without a new preparation.
     let again = job.click_submit().await.unwrap_err();
@@ -604,9 +668,15 @@ selector = "#x"
 "##
     ))
     .unwrap();
-    let mut hover_job = JobBrowser::clone_from(&w.driver, &master, &hover, w.base(), w.work.path().join("job2"))
-        .await
-        .unwrap();
+    let mut hover_job = JobBrowser::clone_from(
+        &w.driver,
+        &master,
+        &hover,
+        w.base(),
+        w.work.path().join("job2"),
+    )
+    .await
+    .unwrap();
     hover_job
         .run_phase(Phase::PreSubmit, &fields, &mut Outputs::new())
         .await
@@ -651,9 +721,15 @@ selector = "#ddlBranch"
 timeout_ms = 500
 "##,
     );
-    let mut job = JobBrowser::clone_from(&w.driver, &master, &profile, w.base(), w.work.path().join("j"))
-        .await
-        .unwrap();
+    let mut job = JobBrowser::clone_from(
+        &w.driver,
+        &master,
+        &profile,
+        w.base(),
+        w.work.path().join("j"),
+    )
+    .await
+    .unwrap();
     let fields = profile.extract(&job_document()).unwrap();
     let started = Instant::now();
     let err = job
@@ -687,14 +763,23 @@ value = "{engine}"
 timeout_ms = 300
 "##,
     );
-    let mut job2 = JobBrowser::clone_from(&w.driver, &master, &profile, w.base(), w.work.path().join("j2"))
-        .await
-        .unwrap();
+    let mut job2 = JobBrowser::clone_from(
+        &w.driver,
+        &master,
+        &profile,
+        w.base(),
+        w.work.path().join("j2"),
+    )
+    .await
+    .unwrap();
     let err = job2
         .run_phase(Phase::PreSubmit, &fields, &mut Outputs::new())
         .await
         .unwrap_err();
-    assert!(matches!(err.failure, StepFailure::TextMismatch { .. }), "{err}");
+    assert!(
+        matches!(err.failure, StepFailure::TextMismatch { .. }),
+        "{err}"
+    );
     assert!(!err.to_string().contains("JF50E8012345"), "{err}");
 
     // A browser that died is reported as gone.
@@ -748,12 +833,24 @@ async fn a_remote_clone_works_by_cookies_alone() {
     let mut master = Master::open(&driver, &w.profile, w.base(), w.work.path().join("unused"))
         .await
         .unwrap();
-    master.login(&credentials(), &element_solver()).await.unwrap();
-    let mut job = JobBrowser::clone_from(&driver, &master, &w.profile, w.base(), w.work.path().join("rjob"))
+    master
+        .login(&credentials(), &element_solver())
         .await
         .unwrap();
+    let mut job = JobBrowser::clone_from(
+        &driver,
+        &master,
+        &w.profile,
+        w.base(),
+        w.work.path().join("rjob"),
+    )
+    .await
+    .unwrap();
     assert_eq!(job.mode(), CloneMode::CookiesOnly);
-    assert!(!job.job_dir().join("profile").exists(), "no profile copy in remote mode");
+    assert!(
+        !job.job_dir().join("profile").exists(),
+        "no profile copy in remote mode"
+    );
     let check = job.check_session().await.unwrap();
     assert!(check.is_valid(), "{check:?}");
     let names = cookie_names(&job).await;

@@ -291,6 +291,7 @@ impl JobBrowser {
                 .await
                 .map_err(|e| BrowserError::cmd(format!("reading the origin of {landing}"), e))?;
             if here.as_str() == Some(origin.as_str()) {
+                debug!(%landing, "on the portal's origin");
                 return Ok(landing);
             }
             tried.push(format!("{landing} ({here})"));
@@ -349,7 +350,12 @@ impl JobBrowser {
             .session
             .client()
             .map_err(|e| StepError::browser_gone("(any)", e.to_string()))?;
-        Ok(StepRunner::new(client, &self.session, &self.profile, &self.base_url))
+        Ok(StepRunner::new(
+            client,
+            &self.session,
+            &self.profile,
+            &self.base_url,
+        ))
     }
 
     /// How the login was carried over.

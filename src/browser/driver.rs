@@ -132,7 +132,11 @@ impl Driver {
 
     /// The capabilities of every session: the fixed Chromium options,
     /// plus the profile folder (local mode) and the user agent (clones).
-    pub fn capabilities(&self, user_data_dir: Option<&Path>, user_agent: Option<&str>) -> Map<String, Json> {
+    pub fn capabilities(
+        &self,
+        user_data_dir: Option<&Path>,
+        user_agent: Option<&str>,
+    ) -> Map<String, Json> {
         let mut args: Vec<String> = Vec::new();
         if self.config.headless {
             args.push("--headless=new".into());
@@ -190,7 +194,11 @@ impl Driver {
         user_agent: Option<&str>,
         owned_dir: Option<PathBuf>,
     ) -> Result<Session, BrowserError> {
-        let local_dir = if self.is_remote() { None } else { user_data_dir };
+        let local_dir = if self.is_remote() {
+            None
+        } else {
+            user_data_dir
+        };
         let caps = self.capabilities(local_dir, user_agent);
         let new_session = |message: String| BrowserError::NewSession {
             url: self.url.clone(),
@@ -308,7 +316,10 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state follows the parenthesised command name.
-            let state = stat.rsplit(')').next().and_then(|s| s.trim().chars().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.trim().chars().next());
             !matches!(state, Some('Z') | Some('X'))
         }
         Err(_) => false,
@@ -321,14 +332,18 @@ pub(crate) fn find_browser_pid(dir: &Path) -> Option<u32> {
     let wanted = format!("--user-data-dir={}", dir.display());
     let entries = std::fs::read_dir("/proc").ok()?;
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let has_dir = args.iter().any(|a| *a == wanted.as_bytes());
+        let has_dir = args.contains(&wanted.as_bytes());
         let helper = args.iter().any(|a| a.starts_with(b"--type="));
         if has_dir && !helper {
             return Some(pid);

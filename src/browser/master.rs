@@ -226,7 +226,14 @@ impl Master {
         let pause = Duration::from_millis(login.type_pause_ms);
 
         let user = wait_displayed(client, &login.username, timeout, url).await?;
-        type_into(client, &user, credentials.username(), pause, &login.username).await?;
+        type_into(
+            client,
+            &user,
+            credentials.username(),
+            pause,
+            &login.username,
+        )
+        .await?;
         let pass = wait_displayed(client, &login.password, timeout, url).await?;
         type_into(client, &pass, &credentials.password, pause, &login.password).await?;
 
@@ -237,7 +244,11 @@ impl Master {
                 Vec::new()
             };
             let answer = solver.solve(&png, client).await?;
-            debug!(solver = solver.name(), chars = answer.len(), "captcha solved");
+            debug!(
+                solver = solver.name(),
+                chars = answer.len(),
+                "captcha solved"
+            );
             let field = wait_displayed(client, input, timeout, url).await?;
             type_into(client, &field, &answer, pause, input).await?;
         }

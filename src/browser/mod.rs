@@ -251,7 +251,10 @@ mod tests {
     #[test]
     fn joins_paths_to_the_base() {
         let j = |b: &str, p: &str| join_url(b, p).unwrap();
-        assert_eq!(j("http://h:1", "/Login/IMDLogin"), "http://h:1/Login/IMDLogin");
+        assert_eq!(
+            j("http://h:1", "/Login/IMDLogin"),
+            "http://h:1/Login/IMDLogin"
+        );
         assert_eq!(j("http://h:1/portal/", "/x?a=1"), "http://h:1/x?a=1");
         assert_eq!(j("http://h:1", "http://other/x"), "http://other/x");
         assert!(join_url("not a url", "/x").is_err());

@@ -88,7 +88,10 @@ impl Session {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) if super::cmd_is_gone(&e) => {}
                 Ok(Err(e)) => {
-                    result = Err(BrowserError::cmd(format!("closing the {} browser", self.label), e))
+                    result = Err(BrowserError::cmd(
+                        format!("closing the {} browser", self.label),
+                        e,
+                    ))
                 }
                 Err(_) => warn!(label = %self.label, "WebDriver did not close the session in time"),
             }
@@ -104,8 +107,8 @@ impl Session {
             }
         }
         if let Some(dir) = self.owned_dir.take() {
-            let removal = tokio::task::spawn_blocking(move || remove_dir(&dir).map_err(|e| (dir, e)))
-                .await;
+            let removal =
+                tokio::task::spawn_blocking(move || remove_dir(&dir).map_err(|e| (dir, e))).await;
             if let Ok(Err((path, source))) = removal {
                 result = result.and(Err(BrowserError::Io {
                     doing: "deleting the job folder",
@@ -157,9 +160,13 @@ impl Session {
 
     /// Adds one cookie to the current page's origin.
     pub(crate) async fn add_cookie(&self, cookie: &BrowserCookie) -> Result<(), CmdError> {
-        self.raw(http::Method::POST, "cookie", Some(json!({ "cookie": cookie })))
-            .await
-            .map(|_| ())
+        self.raw(
+            http::Method::POST,
+            "cookie",
+            Some(json!({ "cookie": cookie })),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Back to the top document from any frame.
@@ -329,7 +336,10 @@ return {{ url: location.href, visible: sels.map((s) => anyVisible(document, s)),
 /// Turns an element reference returned by a script into an element.
 pub(crate) fn script_element(client: &Client, value: &Json) -> Option<Element> {
     let id = value.get(ELEMENT_KEY)?.as_str()?;
-    Some(Element::from_element_id(client.clone(), id.to_string().into()))
+    Some(Element::from_element_id(
+        client.clone(),
+        id.to_string().into(),
+    ))
 }
 
 /// Opens the dashboard and decides, as soon as the page shows it, whether

@@ -317,7 +317,11 @@ impl Resolved {
         } else {
             (&step.url, &url)
         };
-        let shown_target = if personal(raw) { raw.clone() } else { filled.clone() };
+        let shown_target = if personal(raw) {
+            raw.clone()
+        } else {
+            filled.clone()
+        };
         Ok(Resolved {
             value: fill(&step.value)?,
             value_personal: personal(&step.value),
@@ -389,8 +393,8 @@ impl<'a> StepRunner<'a> {
     ) -> Result<StepTiming, StepError> {
         let clock = Clock::new(step.timeout());
         debug!(step = %step.name, action = %step.action, phase = %step.phase, "step");
-        let resolved = Resolved::of(step, fields)
-            .map_err(|f| Self::error(step, step.selector.clone(), f))?;
+        let resolved =
+            Resolved::of(step, fields).map_err(|f| Self::error(step, step.selector.clone(), f))?;
         let outcome = self.perform(step, &resolved, clock, outputs).await;
         let timing = |skipped| StepTiming {
             step: step.name.clone(),
@@ -570,28 +574,32 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
         }
     }
 
-    /// Clicks an element already found, with the same retries.
-    async fn click_element(&self, el: &Element, clock: Clock) -> Result<(), StepFailure> {
-        loop {
-            self.mask_gone(&self.profile.mask, clock).await?;
-            match el.click().await {
-                Ok(()) => return Ok(()),
-                Err(e) if is_click_refused(&e) && !clock.expired() => {}
-                Err(e) => return Err(failure_of(e)),
+    /// Clicks an element already found (a list item) once the mask is
+    /// gone. `Ok(false)`: the page refused the click (the item was covered
+    /// or replaced, as lists re-rendered while typing are); the caller finds
+    /// the item again.
+    async fn try_click(&self, el: &Element, clock: Clock) -> Result<bool, StepFailure> {
+        self.mask_gone(&self.profile.mask, clock).await?;
+        match el.click().await {
+            Ok(()) => Ok(true),
+            Err(e) if is_click_refused(&e) => {
+                debug!("click refused, finding the element again: {e}");
+                Ok(false)
             }
-            tokio::time::sleep(POLL).await;
+            Err(e) => Err(failure_of(e)),
         }
     }
 
     async fn hover(&self, selector: &str, clock: Clock) -> Result<(), StepFailure> {
         self.mask_gone(&self.profile.mask, clock).await?;
         let el = self.displayed(selector, clock).await?;
-        let pointer = MouseActions::new("formwright-mouse".into()).then(PointerAction::MoveToElement {
-            element: el,
-            duration: Some(Duration::from_millis(50)),
-            x: 0.0,
-            y: 0.0,
-        });
+        let pointer =
+            MouseActions::new("formwright-mouse".into()).then(PointerAction::MoveToElement {
+                element: el,
+                duration: Some(Duration::from_millis(50)),
+                x: 0.0,
+                y: 0.0,
+            });
         self.client
             .perform_actions(pointer)
             .await
@@ -600,7 +608,12 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
 
     /// Clear, focus, pause, type; checks the field kept what was typed (the
     /// portal drops keys typed too soon) and types once more if not.
-    async fn type_text(&self, selector: &str, value: &str, clock: Clock) -> Result<(), StepFailure> {
+    async fn type_text(
+        &self,
+        selector: &str,
+        value: &str,
+        clock: Clock,
+    ) -> Result<(), StepFailure> {
         let pause = Duration::from_millis(self.profile.login.type_pause_ms);
         let el = self.displayed(selector, clock).await?;
         let mut held = String::new();
@@ -670,7 +683,7 @@ return el.value;"#;
             return Ok(());
         }
         if el.is_displayed().await.map_err(failure_of)? {
-            self.click_element(&el, clock).await?;
+            self.click(r.selector(), clock).await?;
         } else {
             // A styled box hides the real input behind its label; a script
             // click still fires the page's handlers.
@@ -686,7 +699,10 @@ return el.value;"#;
             Ok(())
         } else {
             Err(StepFailure::ValueMismatch {
-                detail: format!("the box is not {}", if want { "ticked" } else { "unticked" }),
+                detail: format!(
+                    "the box is not {}",
+                    if want { "ticked" } else { "unticked" }
+                ),
             })
         }
     }
@@ -715,7 +731,9 @@ return { open: visible(ul), count: items.length, item: item };"#;
             let open = seen["open"].as_bool().unwrap_or(false);
             if open {
                 if let Some(item) = script_element(self.client, &seen["item"]) {
-                    return self.click_element(&item, clock).await;
+                    if self.try_click(&item, clock).await? {
+                        return Ok(());
+                    }
                 }
             } else if opened.elapsed() >= REOPEN_AFTER {
                 self.click(&opener, clock).await?;
@@ -760,7 +778,9 @@ return { count: items.length, item: pick };"#;
                 .await
                 .map_err(failure_of)?;
             if let Some(item) = script_element(self.client, &seen["item"]) {
-                return self.click_element(&item, clock).await;
+                if self.try_click(&item, clock).await? {
+                    return Ok(());
+                }
             }
             if clock.expired() {
                 return Err(StepFailure::NoChoice {
@@ -895,7 +915,8 @@ return { count: opts.length, chosen: opt !== null };"#;
         };
         let clock = Clock::new(step.timeout());
         debug!(step = %step.name, "preparing the submit click");
-        let r = Resolved::of(step, fields).map_err(|f| Self::error(step, step.selector.clone(), f))?;
+        let r =
+            Resolved::of(step, fields).map_err(|f| Self::error(step, step.selector.clone(), f))?;
         let found = async {
             self.mask_gone(&self.profile.mask, clock).await?;
             let el = self.displayed(r.selector(), clock).await?;

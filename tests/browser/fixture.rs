@@ -167,7 +167,10 @@ async fn login_page(State(portal): State<Shared>, headers: HeaderMap) -> Respons
         .unwrap_or_else(|| p.next("c"));
     let html = login_html(&mut p, &key, "");
     (
-        [(header::SET_COOKIE, format!("{CAPTCHA_COOKIE}={key}; Path=/"))],
+        [(
+            header::SET_COOKIE,
+            format!("{CAPTCHA_COOKIE}={key}; Path=/"),
+        )],
         Html(html),
     )
         .into_response()
@@ -237,7 +240,10 @@ async fn dashboard(State(portal): State<Shared>, headers: HeaderMap) -> Response
         let key = p.next("c");
         let html = login_html(&mut p, &key, "");
         return (
-            [(header::SET_COOKIE, format!("{CAPTCHA_COOKIE}={key}; Path=/"))],
+            [(
+                header::SET_COOKIE,
+                format!("{CAPTCHA_COOKIE}={key}; Path=/"),
+            )],
             Html(html),
         )
             .into_response();
