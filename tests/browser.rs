@@ -611,6 +611,13 @@ async fn every_step_action_runs() {
         "JF50E8012345"
     );
 
+    // The submit phase only runs through prepare/click, never run_phase.
+    let refused = job
+        .run_phase(Phase::Submit, &fields, &mut outputs)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.failure, StepFailure::NotPrepared);
+
     job.prepare_submit(&fields).await.unwrap();
     assert!(lock(&w.fixture.portal).proposals.is_empty());
     job.click_submit().await.unwrap();

@@ -312,13 +312,25 @@ impl JobBrowser {
     }
 
     /// Runs the profile's steps of one phase, in order, returning each
-    /// step's timing. `read` steps fill `outputs`.
+    /// step's timing. `read` steps fill `outputs`. `Phase::Submit` is
+    /// refused: use [`prepare_submit`](Self::prepare_submit) and
+    /// [`click_submit`](Self::click_submit).
     pub async fn run_phase(
         &mut self,
         phase: Phase,
         fields: &FieldValues,
         outputs: &mut Outputs,
     ) -> Result<Vec<StepTiming>, StepError> {
+        if phase == Phase::Submit {
+            // The submit click must go through prepare_submit/click_submit,
+            // so the engine journals `submitted` between them and the click
+            // is never retried.
+            let step = self
+                .profile
+                .submit_step()
+                .map_or("(submit)", |s| s.name.as_str());
+            return Err(StepError::not_prepared(step));
+        }
         let runner = self.runner()?;
         let mut timings = Vec::new();
         for step in self.profile.steps_of(phase) {

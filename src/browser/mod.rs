@@ -19,6 +19,34 @@
 //! login carries no session; cookies read over WebDriver carry it at once.
 //! The copy still brings local storage and the like. See "Cloning the login
 //! into a job browser" in the design.
+//!
+//! How the engine drives one attempt:
+//!
+//! ```text
+//! JobBrowser::clone_from   fresh copy of the master's login
+//! check_session            Expired -> join/start a recovery, fail the attempt
+//! run_phase(PreSubmit)     fill the form
+//! prepare_submit           submit element displayed, no mask
+//!   [engine journals `submitted` and flushes]
+//! click_submit             the one click
+//! run_phase(PostSubmit)    read proposal_no (failures: failed_post_submission)
+//! close                    always; Drop is only the safety net
+//! ```
+//!
+//! Known limits:
+//! - Cookies are read with W3C Get All Cookies, which returns those of the
+//!   master's current page: a cookie scoped to another path than the
+//!   dashboard's is not carried (the profile copy may still carry it in
+//!   local mode).
+//! - Cookies are added on `/favicon.ico` when that is a page of the portal's
+//!   origin, else on the login page (an empty 404 shows Chromium's own error
+//!   page, whose origin is not the portal's).
+//! - `kendo_select` finds items in the list's DOM; a virtualised Kendo list
+//!   that renders only the visible items would need scrolling (not done).
+//! - Frames: `enter_frame` is relative to the current frame, `leave_frame`
+//!   returns to the top document; shadow DOM is not reached.
+//! - chromedriver's own log is discarded: at its default level it records
+//!   typed text, which would put passwords and personal data on disk.
 
 pub mod clone;
 pub mod driver;
@@ -54,6 +82,29 @@ pub struct BrowserConfig {
     pub work_dir: PathBuf,
     /// Run without a window (the default; `false` only for debugging).
     pub headless: bool,
+}
+
+impl BrowserConfig {
+    /// The master's profile folder under `work_dir`.
+    pub fn master_profile_dir(&self) -> PathBuf {
+        self.work_dir.join("master-profile")
+    }
+
+    /// A fresh folder for one attempt of one job under `work_dir`; the job
+    /// browser deletes it when it closes.
+    pub fn job_dir(&self, job_id: &str, attempt: u32) -> PathBuf {
+        let safe: String = job_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.work_dir.join("jobs").join(format!("{safe}-{attempt}"))
+    }
 }
 
 impl Default for BrowserConfig {
@@ -247,6 +298,19 @@ pub(crate) fn join_url(base: &str, path: &str) -> Result<String, BrowserError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_dirs_are_safe_names_under_the_work_dir() {
+        let c = BrowserConfig {
+            work_dir: "/w".into(),
+            ..BrowserConfig::default()
+        };
+        assert_eq!(
+            c.job_dir("a/../b c", 2),
+            PathBuf::from("/w/jobs/a____b_c-2")
+        );
+        assert_eq!(c.master_profile_dir(), PathBuf::from("/w/master-profile"));
+    }
 
     #[test]
     fn joins_paths_to_the_base() {

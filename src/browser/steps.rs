@@ -197,6 +197,16 @@ impl StepError {
         }
     }
 
+    pub(crate) fn not_prepared(step: &str) -> StepError {
+        StepError {
+            step: step.to_string(),
+            action: Some(Action::Click),
+            selector: None,
+            phase: Some(Phase::Submit),
+            failure: StepFailure::NotPrepared,
+        }
+    }
+
     pub(crate) fn browser_gone(step: &str, message: String) -> StepError {
         StepError {
             step: step.to_string(),
@@ -964,10 +974,18 @@ pub(crate) async fn focus(client: &Client, el: &Element) -> Result<(), CmdError>
         .map(drop)
 }
 
-/// Whether a field holds what was typed, allowing for the page changing
-/// case or trimming (portal scripts often upper-case names).
+/// Whether a field holds what was typed, allowing for what portal scripts
+/// do to input: change case (names are often upper-cased) and add
+/// separators (input masks on phone numbers and dates). Dropped or extra
+/// letters and digits still count as a mismatch.
 fn same_text(held: &str, typed: &str) -> bool {
-    held == typed || held.trim().to_lowercase() == typed.trim().to_lowercase()
+    let core = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    held == typed || core(held) == core(typed)
 }
 
 /// Escapes a value for a double-quoted CSS string.
@@ -1008,6 +1026,8 @@ mod tests {
     #[test]
     fn typed_text_comparison_allows_case() {
         assert!(same_text("ARJUN", "Arjun"));
+        assert!(same_text("(900) 001-2345", "9000012345"));
         assert!(!same_text("ARJ", "Arjun"));
+        assert!(!same_text("900001234", "9000012345"));
     }
 }
