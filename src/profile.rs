@@ -477,9 +477,27 @@ pub struct Step {
     /// How long the step may take; see [`Step::timeout`].
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Addition (from the simulated portal's work): run the step only when
+    /// this field is true or non-empty; otherwise skip it (never a failure).
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 impl Step {
+    /// Whether the step runs for these values: no `when`, or its field is
+    /// true or non-empty ("false", "no", "0" and "" count as not set).
+    pub fn applies(&self, fields: &FieldValues) -> bool {
+        let Some(name) = &self.when else {
+            return true;
+        };
+        let value = fields
+            .get(name)
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        !matches!(value.as_str(), "" | "false" | "no" | "0")
+    }
+
     /// The step's time limit: `timeout_ms`, else the action's default.
     pub fn timeout(&self) -> std::time::Duration {
         let default = match self.action {
@@ -657,6 +675,15 @@ impl Profile {
                 ));
             }
             last_phase = last_phase.max(step.phase);
+
+            if let Some(when) = &step.when {
+                if !self.fields.contains_key(when) {
+                    out.push(format!("{at}.when: {when} is not a declared field"));
+                }
+                if step.phase == Phase::Submit {
+                    out.push(format!("{at}.when: the submit step always runs"));
+                }
+            }
 
             let (required, optional) = step.action.keys();
             for key in required {
@@ -1296,6 +1323,29 @@ into = "proposal_no"
             msg.contains("\"late\": phase pre_submit comes after"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn when_runs_a_step_only_for_set_fields() {
+        let text = BASE.replace(
+            "selector = \"#IsNew\"",
+            "selector = \"#IsNew\"\nwhen = \"new_vehicle\"",
+        );
+        let p = Profile::from_toml_str(&text).unwrap();
+        let step = &p.steps[2];
+        let mut v = FieldValues::default();
+        v.insert("new_vehicle", "false".into(), false);
+        assert!(!step.applies(&v));
+        v.insert("new_vehicle", "true".into(), false);
+        assert!(step.applies(&v));
+        assert!(p.steps[1].applies(&FieldValues::default()));
+
+        let bad = BASE.replace(
+            "selector = \"#IsNew\"",
+            "selector = \"#IsNew\"\nwhen = \"nope\"",
+        );
+        let msg = Profile::from_toml_str(&bad).unwrap_err().to_string();
+        assert!(msg.contains("when: nope is not a declared field"), "{msg}");
     }
 
     #[test]

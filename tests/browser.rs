@@ -39,7 +39,7 @@ max_tries = 3
 timeout_ms = 8000
 
 [dashboard]
-url = "/Home/Dashboard?lgn=1"
+url = "/Home/Dashboard"
 ready = "#divMainMotors"
 logout = "#divLogout"
 popup_close = "#divPopup .k-window-action"
@@ -407,7 +407,7 @@ async fn master_logs_in_and_closes_the_popup() {
     // The popup shows 300 ms after the dashboard loads; login closed it.
     let client = master.client().unwrap().clone();
     client
-        .goto(&format!("{}/Home/Dashboard?lgn=1", w.base()))
+        .goto(&format!("{}/Home/Dashboard", w.base()))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -645,7 +645,7 @@ async fn every_step_action_runs() {
 name = "dashboard"
 phase = "pre_submit"
 action = "goto"
-url = "/Home/Dashboard?lgn=1"
+url = "/Home/Dashboard"
 
 [[steps]]
 name = "menu"

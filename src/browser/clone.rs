@@ -35,12 +35,12 @@ pub enum CloneMode {
 /// The outcome of a session check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionCheck {
-    /// The dashboard showed (with the URL's login marker).
+    /// The dashboard showed (or the URL gained the login marker).
     Valid {
         /// From navigation start to the decision.
         elapsed: Duration,
     },
-    /// The login form showed (or the dashboard without the URL marker).
+    /// The login form showed (or the browser was sent to the login page).
     Expired {
         /// From navigation start to the decision.
         elapsed: Duration,
@@ -334,6 +334,17 @@ impl JobBrowser {
         let runner = self.runner()?;
         let mut timings = Vec::new();
         for step in self.profile.steps_of(phase) {
+            if !step.applies(fields) {
+                debug!(step = %step.name, "step skipped: its `when` field is not set");
+                timings.push(StepTiming {
+                    step: step.name.clone(),
+                    action: step.action,
+                    phase: step.phase,
+                    elapsed: Duration::ZERO,
+                    skipped: true,
+                });
+                continue;
+            }
             timings.push(runner.run(step, fields, outputs).await?);
         }
         Ok(timings)

@@ -343,45 +343,60 @@ pub(crate) fn script_element(client: &Client, value: &Json) -> Option<Element> {
 }
 
 /// Opens the dashboard and decides, as soon as the page shows it, whether
-/// the browser is logged in: the dashboard menu (with the URL marker) means
-/// valid, the login form means expired. Polls both in one script call per
-/// tick, so the answer comes in about a tick after the page has loaded,
-/// never after a long timeout.
+/// the browser is logged in: the login form (or a redirect to the login
+/// page) means expired; the dashboard menu, or a URL that gained the login
+/// marker, means valid. Polls all of it in one script call per tick, so the
+/// answer comes about a tick after the page has loaded, never after a long
+/// timeout.
+///
+/// The marker only counts when the URL asked for lacks it: portals carry it
+/// on the redirect after a login, not on every page, and a profile whose
+/// dashboard URL includes it learns nothing from seeing it again.
 pub(crate) async fn check_session(
     client: &Client,
     profile: &Profile,
     base_url: &str,
 ) -> Result<SessionCheck, BrowserError> {
     let url = join_url(base_url, &profile.dashboard.url)?;
+    let login_path = url::Url::parse(&join_url(base_url, &profile.login.url)?)
+        .map(|u| u.path().to_ascii_lowercase())
+        .unwrap_or_default();
+    let ready = profile.dashboard.ready.as_str();
+    let login = profile.login.username.as_str();
+    let marker = profile
+        .login
+        .logged_in_url_contains
+        .as_deref()
+        .filter(|m| !m.is_empty() && !url.contains(*m));
+    let decide_within = Duration::from_millis(profile.dashboard.check_ms);
+
     let started = Instant::now();
     client
         .goto(&url)
         .await
         .map_err(|e| BrowserError::cmd(format!("opening {url}"), e))?;
     let loaded = Instant::now();
-    let decide_within = Duration::from_millis(profile.dashboard.check_ms);
-    let ready = profile.dashboard.ready.as_str();
-    let login = profile.login.username.as_str();
-    let marker = profile.login.logged_in_url_contains.as_deref();
-
     loop {
         let seen = probe(client, &[ready, login], None)
             .await
             .map_err(|e| BrowserError::cmd(format!("checking the session at {url}"), e))?;
         let elapsed = started.elapsed();
+        let path = url::Url::parse(&seen.url)
+            .map(|u| u.path().to_ascii_lowercase())
+            .unwrap_or_default();
         if seen.visible[1] {
             return Ok(SessionCheck::Expired {
                 elapsed,
                 reason: format!("login form {login} shown at {}", seen.url),
             });
         }
-        if seen.visible[0] {
-            return Ok(match marker {
-                Some(m) if !seen.url.contains(m) => SessionCheck::Expired {
-                    elapsed,
-                    reason: format!("dashboard shown but URL {} lacks {m:?}", seen.url),
-                },
-                _ => SessionCheck::Valid { elapsed },
+        if seen.visible[0] || marker.is_some_and(|m| seen.url.contains(m)) {
+            return Ok(SessionCheck::Valid { elapsed });
+        }
+        if !login_path.is_empty() && path == login_path {
+            return Ok(SessionCheck::Expired {
+                elapsed,
+                reason: format!("sent to the login page {}", seen.url),
             });
         }
         if loaded.elapsed() >= decide_within {

@@ -200,7 +200,7 @@ async fn login_post(
     let session = p.next("s");
     let remember = p.next("r");
     p.sessions.insert(session.clone(), remember.clone());
-    let mut response = Redirect::to("/Home/Dashboard?lgn=1").into_response();
+    let mut response = Redirect::to(&format!("/Home/Dashboard?lgn={}", p.counter)).into_response();
     let h = response.headers_mut();
     h.append(
         header::SET_COOKIE,
