@@ -11,11 +11,18 @@
 //!   door through which new events are checked, journaled and applied.
 //! - [`invariants`]: the promises checked over a whole journal (`replay`).
 //! - [`export`]: the journal as JSON for auditors.
+//! - [`profile`]: portal profiles in TOML: URLs, selectors, the job fields
+//!   and how they map, the ordered steps of the proposal flow.
+//! - [`browser`]: chromedriver and Chromium over WebDriver (fantoccini): the
+//!   master login, the per-job clone and its check, the step runner.
+//! - [`captcha`]: the pluggable captcha solvers.
 //! - [`portal_sim`]: the simulated agent portal that the demo and the tests
 //!   drive, with its ledger and fault switches.
 //! - [`cli`]: the commands of the `formwright` binary, one file each.
 
 pub mod book;
+pub mod browser;
+pub mod captcha;
 pub mod cli;
 pub mod engine;
 pub mod export;
@@ -23,3 +30,4 @@ pub mod invariants;
 pub mod journal;
 pub mod machine;
 pub mod portal_sim;
+pub mod profile;

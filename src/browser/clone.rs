@@ -1,0 +1,496 @@
+//! Job browsers: each attempt gets a fresh copy of the master's login.
+//!
+//! Local chromedriver: the master's profile folder is copied into the job's
+//! folder (local storage, IndexedDB and the like come along), leaving out
+//! Chromium's lock and socket files, journals and caches; then the master's
+//! current cookies are always added over WebDriver, because Chromium writes
+//! cookies to disk only about every 30 s and a copy taken right after a
+//! re-login would otherwise be logged out. Remote WebDriver has no shared
+//! disk: cookies alone.
+//!
+//! The copy then opens the dashboard and decides in about a second whether
+//! it is logged in ([`JobBrowser::check_session`]).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fantoccini::Client;
+use tracing::{debug, info, warn};
+
+use super::master::absolute;
+use super::session::{self, Session};
+use super::steps::{Outputs, StepError, StepRunner, StepTiming};
+use super::{join_url, BrowserError, Driver, Master};
+use crate::profile::{FieldValues, Phase, Profile};
+
+/// How the login was carried into a job browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneMode {
+    /// Local chromedriver: profile folder copied, then cookies added.
+    ProfileCopyAndCookies,
+    /// Remote WebDriver: cookies added to a fresh profile.
+    CookiesOnly,
+}
+
+/// The outcome of a session check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCheck {
+    /// The dashboard showed (or the URL gained the login marker).
+    Valid {
+        /// From navigation start to the decision.
+        elapsed: Duration,
+    },
+    /// The login form showed (or the browser was sent to the login page).
+    Expired {
+        /// From navigation start to the decision.
+        elapsed: Duration,
+        /// What was seen.
+        reason: String,
+    },
+}
+
+impl SessionCheck {
+    /// Whether the copy is logged in.
+    pub fn is_valid(&self) -> bool {
+        matches!(self, SessionCheck::Valid { .. })
+    }
+
+    /// From navigation start to the decision.
+    pub fn elapsed(&self) -> Duration {
+        match self {
+            SessionCheck::Valid { elapsed } | SessionCheck::Expired { elapsed, .. } => *elapsed,
+        }
+    }
+}
+
+/// The names left out of a profile copy: locks, sockets, journals being
+/// written, and caches (large, and rebuilt on demand).
+fn skip_in_copy(relative: &Path) -> bool {
+    let Some(name) = relative.file_name().and_then(|n| n.to_str()) else {
+        return true;
+    };
+    const CACHES: [&str; 6] = [
+        "Cache",
+        "Code Cache",
+        "GPUCache",
+        "GrShaderCache",
+        "ShaderCache",
+        "DawnCache",
+    ];
+    name.starts_with("Singleton")
+        || name == "LOCK"
+        || name.ends_with(".lock")
+        || name.ends_with("-journal")
+        || CACHES.contains(&name)
+        || (name == "CacheStorage"
+            && relative
+                .parent()
+                .and_then(|p| p.file_name())
+                .is_some_and(|p| p == "Service Worker"))
+}
+
+/// Copies a live profile folder. Files that vanish mid-copy (Chromium is
+/// running) are skipped; symlinks (the `Singleton*` ones) are never
+/// followed.
+pub fn copy_profile(from: &Path, to: &Path) -> std::io::Result<u64> {
+    fn walk(root: &Path, rel: &Path, to: &Path, copied: &mut u64) -> std::io::Result<()> {
+        std::fs::create_dir_all(to.join(rel))?;
+        let entries = match std::fs::read_dir(root.join(rel)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let rel_child = rel.join(entry.file_name());
+            if skip_in_copy(&rel_child) {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                walk(root, &rel_child, to, copied)?;
+            } else if kind.is_file() {
+                match std::fs::copy(entry.path(), to.join(&rel_child)) {
+                    Ok(n) => *copied += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut copied = 0;
+    walk(from, Path::new(""), to, &mut copied)?;
+    Ok(copied)
+}
+
+/// Deletes a folder when dropped unless disarmed: a clone that fails
+/// halfway leaves no job folder behind.
+struct DirGuard(Option<PathBuf>);
+
+impl DirGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A job's browser: a copy of the master's login that runs the form steps.
+#[derive(Debug)]
+pub struct JobBrowser {
+    session: Session,
+    profile: Profile,
+    base_url: String,
+    job_dir: PathBuf,
+    mode: CloneMode,
+    cookies_added: usize,
+    submit: Option<fantoccini::elements::Element>,
+}
+
+impl JobBrowser {
+    /// Clones the master's login into a new browser in `job_dir` (created;
+    /// deleted again by [`close`](Self::close) or on drop). Does not check
+    /// the copy: call [`check_session`](Self::check_session) next.
+    pub async fn clone_from(
+        driver: &Driver,
+        master: &Master,
+        profile: &Profile,
+        base_url: &str,
+        job_dir: impl Into<PathBuf>,
+    ) -> Result<JobBrowser, BrowserError> {
+        let started = Instant::now();
+        let job_dir = absolute(job_dir.into())?;
+        let io = |doing, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BrowserError::Io {
+                doing,
+                path,
+                source,
+            }
+        };
+        if job_dir.exists() {
+            std::fs::remove_dir_all(&job_dir).map_err(io("clearing the job folder", &job_dir))?;
+        }
+        std::fs::create_dir_all(&job_dir).map_err(io("creating the job folder", &job_dir))?;
+        let guard = DirGuard(Some(job_dir.clone()));
+
+        let user_data_dir = job_dir.join("profile");
+        let mode = if driver.is_remote() {
+            CloneMode::CookiesOnly
+        } else {
+            let from = master.profile_dir().to_path_buf();
+            let to = user_data_dir.clone();
+            let bytes = tokio::task::spawn_blocking(move || copy_profile(&from, &to))
+                .await
+                .map_err(|e| BrowserError::Io {
+                    doing: "copying the master profile into",
+                    path: user_data_dir.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?
+                .map_err(io("copying the master profile into", &user_data_dir))?;
+            debug!(bytes, "master profile copied");
+            CloneMode::ProfileCopyAndCookies
+        };
+
+        let session = driver
+            .open_session(
+                "job",
+                Some(&user_data_dir),
+                Some(master.user_agent()),
+                Some(job_dir.clone()),
+            )
+            .await?;
+        // From here the session owns the folder.
+        guard.disarm();
+        let mut job = JobBrowser {
+            session,
+            profile: profile.clone(),
+            base_url: base_url.to_string(),
+            job_dir,
+            mode,
+            cookies_added: 0,
+            submit: None,
+        };
+        match job.add_cookies(master).await {
+            Ok(n) => job.cookies_added = n,
+            Err(e) => {
+                let _ = job.close().await;
+                return Err(e);
+            }
+        }
+        info!(
+            mode = ?job.mode,
+            cookies = job.cookies_added,
+            ms = started.elapsed().as_millis() as u64,
+            "login cloned into a job browser"
+        );
+        Ok(job)
+    }
+
+    /// Opens a cheap page of the portal's origin (cookies can only be added
+    /// to the current origin) and adds the master's current cookies.
+    async fn add_cookies(&mut self, master: &Master) -> Result<usize, BrowserError> {
+        let cookies = master.cookies().await?;
+        let landing = self.open_portal_origin().await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut added = 0;
+        for cookie in cookies {
+            if cookie.expiry.is_some_and(|e| e <= now) {
+                continue;
+            }
+            if let Err(first) = self.session.add_cookie(&cookie).await {
+                // A host-only cookie comes back with its host as domain,
+                // which some drivers refuse for an IP address; without the
+                // domain it is host-only again, as it was.
+                let mut host_only = cookie.clone();
+                host_only.domain = None;
+                self.session.add_cookie(&host_only).await.map_err(|e| {
+                    warn!(cookie = %cookie.name, error = %first, "cookie refused");
+                    BrowserError::cmd(format!("adding cookie {} on {landing}", cookie.name), e)
+                })?;
+            }
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    /// Lands on a page of the portal's origin: `/favicon.ico` (cheap), or,
+    /// when that ends on a browser error page (an empty 404 is shown as
+    /// Chromium's own page, of another origin), the login page.
+    async fn open_portal_origin(&self) -> Result<String, BrowserError> {
+        let client = self.session.client()?;
+        let origin = url::Url::parse(&self.base_url)
+            .map_err(|e| BrowserError::BadUrl {
+                base: self.base_url.clone(),
+                path: String::new(),
+                message: e.to_string(),
+            })?
+            .origin()
+            .ascii_serialization();
+        let mut tried = Vec::new();
+        for path in ["/favicon.ico", self.profile.login.url.as_str()] {
+            let landing = join_url(&self.base_url, path)?;
+            client
+                .goto(&landing)
+                .await
+                .map_err(|e| BrowserError::cmd(format!("opening {landing}"), e))?;
+            let here = client
+                .execute("return location.origin;", vec![])
+                .await
+                .map_err(|e| BrowserError::cmd(format!("reading the origin of {landing}"), e))?;
+            if here.as_str() == Some(origin.as_str()) {
+                debug!(%landing, "on the portal's origin");
+                return Ok(landing);
+            }
+            tried.push(format!("{landing} ({here})"));
+        }
+        Err(BrowserError::OffOrigin {
+            origin,
+            tried: tried.join(", "),
+        })
+    }
+
+    /// Opens the dashboard and decides, about a second after it loads,
+    /// whether this copy is logged in.
+    pub async fn check_session(&mut self) -> Result<SessionCheck, BrowserError> {
+        let check =
+            session::check_session(self.session.client()?, &self.profile, &self.base_url).await?;
+        debug!(?check, "clone session checked");
+        Ok(check)
+    }
+
+    /// Runs the profile's steps of one phase, in order, returning each
+    /// step's timing. `read` steps fill `outputs`. `Phase::Submit` is
+    /// refused: use [`prepare_submit`](Self::prepare_submit) and
+    /// [`click_submit`](Self::click_submit).
+    pub async fn run_phase(
+        &mut self,
+        phase: Phase,
+        fields: &FieldValues,
+        outputs: &mut Outputs,
+    ) -> Result<Vec<StepTiming>, StepError> {
+        if phase == Phase::Submit {
+            // The submit click must go through prepare_submit/click_submit,
+            // so the engine journals `submitted` between them and the click
+            // is never retried.
+            let step = self
+                .profile
+                .submit_step()
+                .map_or("(submit)", |s| s.name.as_str());
+            return Err(StepError::not_prepared(step));
+        }
+        let runner = self.runner()?;
+        let mut timings = Vec::new();
+        for step in self.profile.steps_of(phase) {
+            if !step.applies(fields) {
+                debug!(step = %step.name, "step skipped: its `when` field is not set");
+                timings.push(StepTiming {
+                    step: step.name.clone(),
+                    action: step.action,
+                    phase: step.phase,
+                    elapsed: Duration::ZERO,
+                    skipped: true,
+                });
+                continue;
+            }
+            timings.push(runner.run(step, fields, outputs).await?);
+        }
+        Ok(timings)
+    }
+
+    /// Readies the submit click: waits until the submit step's element is
+    /// displayed and no loading mask is up. Run before the engine journals
+    /// `submitted`; a failure here is still a pre-submit failure.
+    pub async fn prepare_submit(&mut self, fields: &FieldValues) -> Result<(), StepError> {
+        let runner = self.runner()?;
+        let element = runner.prepare_submit(fields).await?;
+        self.submit = Some(element);
+        Ok(())
+    }
+
+    /// The submit click, once, on the element [`prepare_submit`]
+    /// (Self::prepare_submit) found; nothing else. Never retried: from here
+    /// on any failure ends the job `failed_post_submission`.
+    pub async fn click_submit(&mut self) -> Result<StepTiming, StepError> {
+        let prepared = self.submit.take();
+        self.runner()?.click_submit(prepared).await
+    }
+
+    fn runner(&self) -> Result<StepRunner<'_>, StepError> {
+        let client = self
+            .session
+            .client()
+            .map_err(|e| StepError::browser_gone("(any)", e.to_string()))?;
+        Ok(StepRunner::new(
+            client,
+            &self.session,
+            &self.profile,
+            &self.base_url,
+        ))
+    }
+
+    /// How the login was carried over.
+    pub fn mode(&self) -> CloneMode {
+        self.mode
+    }
+
+    /// How many cookies were added from the master.
+    pub fn cookies_added(&self) -> usize {
+        self.cookies_added
+    }
+
+    /// The job's folder (deleted on close).
+    pub fn job_dir(&self) -> &Path {
+        &self.job_dir
+    }
+
+    /// Chromium's process id (local mode).
+    pub fn browser_pid(&self) -> Option<u32> {
+        self.session.pid()
+    }
+
+    /// The WebDriver session id.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session.session_id()
+    }
+
+    /// The WebDriver client, for what this type does not offer.
+    pub fn client(&self) -> Result<&Client, BrowserError> {
+        self.session.client()
+    }
+
+    /// A PNG of the current page, for failure artifacts.
+    pub async fn screenshot(&self) -> Result<Vec<u8>, BrowserError> {
+        self.client()?
+            .screenshot()
+            .await
+            .map_err(|e| BrowserError::cmd("taking a screenshot", e))
+    }
+
+    /// The current page's HTML, for failure artifacts.
+    pub async fn page_source(&self) -> Result<String, BrowserError> {
+        self.client()?
+            .source()
+            .await
+            .map_err(|e| BrowserError::cmd("reading the page source", e))
+    }
+
+    /// The current page's URL.
+    pub async fn current_url(&self) -> Result<String, BrowserError> {
+        self.client()?
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .map_err(|e| BrowserError::cmd("reading the URL", e))
+    }
+
+    /// Ends the browser and deletes the job folder.
+    pub async fn close(mut self) -> Result<(), BrowserError> {
+        self.submit = None;
+        self.session.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_leaves_out_locks_journals_and_caches() {
+        let root = std::env::temp_dir().join(format!("fw-copy-{}", rand::random::<u64>()));
+        let from = root.join("from");
+        let to = root.join("to");
+        let files = [
+            "Local State",
+            "SingletonLock",
+            "SingletonSocket",
+            "Default/Cookies",
+            "Default/Cookies-journal",
+            "Default/LOCK",
+            "Default/x.lock",
+            "Default/Local Storage/leveldb/000003.log",
+            "Default/Cache/Cache_Data/data_0",
+            "Default/Code Cache/js/index",
+            "GPUCache/data_1",
+            "Default/Service Worker/CacheStorage/a",
+            "Default/Service Worker/Database/b",
+        ];
+        for f in files {
+            let p = from.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, f).unwrap();
+        }
+        copy_profile(&from, &to).unwrap();
+        let kept = |f: &str| to.join(f).exists();
+        assert!(kept("Local State"));
+        assert!(kept("Default/Cookies"));
+        assert!(kept("Default/Local Storage/leveldb/000003.log"));
+        assert!(kept("Default/Service Worker/Database/b"));
+        for gone in [
+            "SingletonLock",
+            "SingletonSocket",
+            "Default/Cookies-journal",
+            "Default/LOCK",
+            "Default/x.lock",
+            "Default/Cache",
+            "Default/Code Cache",
+            "GPUCache",
+            "Default/Service Worker/CacheStorage",
+        ] {
+            assert!(!kept(gone), "{gone} was copied");
+        }
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -1,0 +1,1033 @@
+//! Runs a profile's form steps in a job browser.
+//!
+//! Every action waits for its condition by polling (never a fixed sleep),
+//! bounded by the step's `timeout_ms`. Clicks first wait for the loading
+//! mask to go, because the portal's mask swallows clicks silently. The
+//! submit click is split into [`prepare_submit`](StepRunner::prepare_submit)
+//! (wait until it can be clicked) and [`click_submit`]
+//! (StepRunner::click_submit) (the click, once), so the engine can make the
+//! `submitted` event durable exactly between the two.
+//!
+//! Values typed into the portal are job data, often personal: they are never
+//! logged, and an error shows a value only when no personal field went into
+//! it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fantoccini::actions::{InputSource, MouseActions, PointerAction};
+use fantoccini::elements::Element;
+use fantoccini::error::{CmdError, ErrorStatus};
+use fantoccini::{Client, Locator};
+use serde_json::json;
+use tracing::debug;
+
+use super::session::{script_element, Session, VISIBLE_JS};
+use super::{cmd_is_gone, join_url};
+use crate::profile::{self, Action, FieldValues, Phase, Profile, Step};
+
+/// How often a step re-checks its condition.
+const POLL: Duration = Duration::from_millis(100);
+
+/// How long a closed Kendo list is left before it is opened again.
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
+
+/// Longest page text quoted in an error.
+const QUOTE_MAX: usize = 120;
+
+/// What `read` steps found, by output name (e.g. `proposal_no`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outputs(BTreeMap<String, String>);
+
+impl Outputs {
+    /// No outputs yet.
+    pub fn new() -> Outputs {
+        Outputs::default()
+    }
+
+    /// An output by name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// Sets an output.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(name.into(), value.into());
+    }
+
+    /// The proposal number, the output a job completes with.
+    pub fn proposal_no(&self) -> Option<&str> {
+        self.get("proposal_no")
+    }
+
+    /// All outputs, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The outputs as a map.
+    pub fn into_map(self) -> BTreeMap<String, String> {
+        self.0
+    }
+}
+
+/// How long one step took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepTiming {
+    /// The step's name.
+    pub step: String,
+    /// Its action.
+    pub action: Action,
+    /// Its phase.
+    pub phase: Phase,
+    /// From start to end.
+    pub elapsed: Duration,
+    /// An `optional` step whose element was missing.
+    pub skipped: bool,
+}
+
+/// What went wrong in a step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepFailure {
+    /// No element matched within the time.
+    #[error("not found within {} ms", .waited.as_millis())]
+    NotFound {
+        /// How long it was looked for.
+        waited: Duration,
+    },
+    /// An element matched but never showed.
+    #[error("present but not displayed within {} ms", .waited.as_millis())]
+    NotDisplayed {
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// A list never offered the wanted item.
+    #[error("no item {value} within {} ms ({seen} items seen)", .waited.as_millis())]
+    NoChoice {
+        /// The wanted text (hidden when personal).
+        value: String,
+        /// Items the list held at the end.
+        seen: usize,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// A condition did not come true in time.
+    #[error("{what} did not happen within {} ms", .waited.as_millis())]
+    TimedOut {
+        /// The condition.
+        what: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// `expect_text` saw other text.
+    #[error("expected text {expected}, found {found}")]
+    TextMismatch {
+        /// The wanted text (hidden when personal).
+        expected: String,
+        /// The text seen, shortened (hidden when personal).
+        found: String,
+    },
+    /// The element did not keep the value set or typed into it.
+    #[error("the value did not stick ({detail})")]
+    ValueMismatch {
+        /// What the element holds, described without the value itself.
+        detail: String,
+    },
+    /// An alert or confirm blocks the page.
+    #[error("an alert is open: {text}")]
+    Alert {
+        /// What WebDriver said about it.
+        text: String,
+    },
+    /// The browser or its session is gone.
+    #[error("the browser is gone: {message}")]
+    BrowserGone {
+        /// What WebDriver said.
+        message: String,
+    },
+    /// Any other WebDriver error.
+    #[error("WebDriver error: {message}")]
+    WebDriver {
+        /// What WebDriver said.
+        message: String,
+    },
+    /// The step's value does not fit its action (e.g. `check` with "maybe").
+    #[error("bad value: {message}")]
+    BadValue {
+        /// Why.
+        message: String,
+    },
+    /// `click_submit` was called without a successful `prepare_submit`.
+    #[error("the submit click was not prepared")]
+    NotPrepared,
+}
+
+/// A failed step: which step, what it did, on what, and what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("step \"{step}\" ({}): {failure}", self.target())]
+pub struct StepError {
+    /// The step's name.
+    pub step: String,
+    /// Its action, if a step was running.
+    pub action: Option<Action>,
+    /// Its selector (or list, or URL), as rendered unless personal.
+    pub selector: Option<String>,
+    /// Its phase, if a step was running.
+    pub phase: Option<Phase>,
+    /// What went wrong.
+    pub failure: StepFailure,
+}
+
+impl StepError {
+    /// Whether the browser is gone (the engine skips the screenshot).
+    pub fn is_browser_gone(&self) -> bool {
+        matches!(self.failure, StepFailure::BrowserGone { .. })
+    }
+
+    /// Whether an element or list item was missing.
+    pub fn is_missing(&self) -> bool {
+        self.failure.is_missing()
+    }
+
+    fn target(&self) -> String {
+        match (&self.action, &self.selector) {
+            (Some(a), Some(s)) => format!("{a} {s}"),
+            (Some(a), None) => a.to_string(),
+            (None, _) => "-".into(),
+        }
+    }
+
+    pub(crate) fn not_prepared(step: &str) -> StepError {
+        StepError {
+            step: step.to_string(),
+            action: Some(Action::Click),
+            selector: None,
+            phase: Some(Phase::Submit),
+            failure: StepFailure::NotPrepared,
+        }
+    }
+
+    pub(crate) fn browser_gone(step: &str, message: String) -> StepError {
+        StepError {
+            step: step.to_string(),
+            action: None,
+            selector: None,
+            phase: None,
+            failure: StepFailure::BrowserGone { message },
+        }
+    }
+}
+
+impl StepFailure {
+    fn is_missing(&self) -> bool {
+        matches!(
+            self,
+            StepFailure::NotFound { .. }
+                | StepFailure::NotDisplayed { .. }
+                | StepFailure::NoChoice { .. }
+        )
+    }
+}
+
+fn failure_of(e: CmdError) -> StepFailure {
+    if cmd_is_gone(&e) {
+        StepFailure::BrowserGone {
+            message: e.to_string(),
+        }
+    } else if e.is_unexpected_alert_open() {
+        StepFailure::Alert {
+            text: e.to_string(),
+        }
+    } else {
+        StepFailure::WebDriver {
+            message: e.to_string(),
+        }
+    }
+}
+
+fn is_click_refused(e: &CmdError) -> bool {
+    matches!(e, CmdError::Standard(w) if w.error == ErrorStatus::ElementClickIntercepted)
+        || e.is_element_not_interactable()
+        || e.is_stale_element_reference()
+}
+
+fn quote(text: &str) -> String {
+    let short: String = text.chars().take(QUOTE_MAX).collect();
+    if short.len() < text.len() {
+        format!("{short:?}…")
+    } else {
+        format!("{short:?}")
+    }
+}
+
+/// A step's start and deadline.
+#[derive(Clone, Copy)]
+struct Clock {
+    started: Instant,
+    deadline: Instant,
+}
+
+impl Clock {
+    fn new(timeout: Duration) -> Clock {
+        let started = Instant::now();
+        Clock {
+            started,
+            deadline: started + timeout,
+        }
+    }
+
+    fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    fn waited(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// A step's keys with their templates filled.
+struct Resolved {
+    selector: Option<String>,
+    value: Option<String>,
+    url: Option<String>,
+    list: Option<String>,
+    /// Whether the value came from a personal field.
+    value_personal: bool,
+    /// What errors show as the step's target.
+    shown_target: Option<String>,
+}
+
+impl Resolved {
+    fn of(step: &Step, fields: &FieldValues) -> Result<Resolved, StepFailure> {
+        let fill = |t: &Option<String>| -> Result<Option<String>, StepFailure> {
+            t.as_deref()
+                .map(|t| profile::render(t, fields))
+                .transpose()
+                .map_err(|name| StepFailure::BadValue {
+                    message: format!("no value for field {{{name}}}"),
+                })
+        };
+        let personal = |t: &Option<String>| {
+            t.as_deref()
+                .is_some_and(|t| profile::template_is_personal(t, fields))
+        };
+        let selector = fill(&step.selector)?;
+        let url = fill(&step.url)?;
+        let list = fill(&step.list)?;
+        // The target shown in errors: selector, else list, else URL; its
+        // template when a personal field went into it.
+        let (raw, filled) = if step.selector.is_some() {
+            (&step.selector, &selector)
+        } else if step.list.is_some() {
+            (&step.list, &list)
+        } else {
+            (&step.url, &url)
+        };
+        let shown_target = if personal(raw) {
+            raw.clone()
+        } else {
+            filled.clone()
+        };
+        Ok(Resolved {
+            value: fill(&step.value)?,
+            value_personal: personal(&step.value),
+            selector,
+            url,
+            list,
+            shown_target,
+        })
+    }
+
+    fn selector(&self) -> &str {
+        self.selector.as_deref().unwrap_or_default()
+    }
+
+    fn value(&self) -> &str {
+        self.value.as_deref().unwrap_or_default()
+    }
+
+    /// The value as errors may show it.
+    fn shown_value(&self) -> String {
+        if self.value_personal {
+            "(personal value)".into()
+        } else {
+            quote(self.value())
+        }
+    }
+}
+
+/// Runs steps against one browser.
+pub(crate) struct StepRunner<'a> {
+    client: &'a Client,
+    session: &'a Session,
+    profile: &'a Profile,
+    base_url: &'a str,
+}
+
+impl<'a> StepRunner<'a> {
+    pub(crate) fn new(
+        client: &'a Client,
+        session: &'a Session,
+        profile: &'a Profile,
+        base_url: &'a str,
+    ) -> StepRunner<'a> {
+        StepRunner {
+            client,
+            session,
+            profile,
+            base_url,
+        }
+    }
+
+    fn error(step: &Step, target: Option<String>, failure: StepFailure) -> StepError {
+        StepError {
+            step: step.name.clone(),
+            action: Some(step.action),
+            selector: target,
+            phase: Some(step.phase),
+            failure,
+        }
+    }
+
+    /// Runs one step; an `optional` step whose element is missing is
+    /// skipped.
+    pub(crate) async fn run(
+        &self,
+        step: &Step,
+        fields: &FieldValues,
+        outputs: &mut Outputs,
+    ) -> Result<StepTiming, StepError> {
+        let clock = Clock::new(step.timeout());
+        debug!(step = %step.name, action = %step.action, phase = %step.phase, "step");
+        let resolved =
+            Resolved::of(step, fields).map_err(|f| Self::error(step, step.selector.clone(), f))?;
+        let outcome = self.perform(step, &resolved, clock, outputs).await;
+        let timing = |skipped| StepTiming {
+            step: step.name.clone(),
+            action: step.action,
+            phase: step.phase,
+            elapsed: clock.waited(),
+            skipped,
+        };
+        match outcome {
+            Ok(()) => Ok(timing(false)),
+            Err(f) if step.optional && f.is_missing() => {
+                debug!(step = %step.name, "optional step skipped: {f}");
+                Ok(timing(true))
+            }
+            Err(f) => {
+                debug!(step = %step.name, "step failed: {f}");
+                Err(Self::error(step, resolved.shown_target.clone(), f))
+            }
+        }
+    }
+
+    async fn perform(
+        &self,
+        step: &Step,
+        r: &Resolved,
+        clock: Clock,
+        outputs: &mut Outputs,
+    ) -> Result<(), StepFailure> {
+        match step.action {
+            Action::Goto => self.goto(r.url.as_deref().unwrap_or_default(), clock).await,
+            Action::WaitFor => self.displayed(r.selector(), clock).await.map(drop),
+            Action::WaitMask => {
+                let mask = r.selector.as_deref().unwrap_or(&self.profile.mask);
+                self.mask_gone(mask, clock).await
+            }
+            Action::Click => self.click(r.selector(), clock).await,
+            Action::Hover => self.hover(r.selector(), clock).await,
+            Action::Type => self.type_text(r.selector(), r.value(), clock).await,
+            Action::SetDate => self.set_date(r.selector(), r.value(), clock).await,
+            Action::Check => self.check(r, clock).await,
+            Action::KendoSelect => self.kendo_select(r, clock).await,
+            Action::Typeahead => self.typeahead(r, clock).await,
+            Action::Select => self.select(r, clock).await,
+            Action::EnterFrame => {
+                let frame = self.displayed(r.selector(), clock).await?;
+                frame.enter_frame().await.map_err(failure_of)
+            }
+            Action::LeaveFrame => self.session.top_frame().await.map_err(failure_of),
+            Action::AcceptAlert => self.accept_alert(clock).await,
+            Action::Read => {
+                let text = self.read(r.selector(), clock).await?;
+                let into = step.into.clone().unwrap_or_default();
+                outputs.insert(into, text);
+                Ok(())
+            }
+            Action::ExpectText => self.expect_text(r, clock).await,
+        }
+    }
+
+    async fn goto(&self, path: &str, clock: Clock) -> Result<(), StepFailure> {
+        let url = join_url(self.base_url, path).map_err(|e| StepFailure::BadValue {
+            message: e.to_string(),
+        })?;
+        match tokio::time::timeout(clock.remaining(), self.client.goto(&url)).await {
+            Ok(result) => result.map_err(failure_of),
+            Err(_) => Err(StepFailure::TimedOut {
+                what: format!("loading {url}"),
+                waited: clock.waited(),
+            }),
+        }
+    }
+
+    /// The first displayed element matching `selector`.
+    async fn displayed(&self, selector: &str, clock: Clock) -> Result<Element, StepFailure> {
+        let present = loop {
+            let found = match self.client.find_all(Locator::Css(selector)).await {
+                Ok(found) => found,
+                Err(e) if e.is_invalid_selector() => {
+                    return Err(StepFailure::BadValue {
+                        message: format!("invalid CSS selector: {e}"),
+                    })
+                }
+                Err(e) => return Err(failure_of(e)),
+            };
+            let present = !found.is_empty();
+            for el in found {
+                match el.is_displayed().await {
+                    Ok(true) => return Ok(el),
+                    Ok(false) => {}
+                    Err(e) if e.is_stale_element_reference() => {}
+                    Err(e) => return Err(failure_of(e)),
+                }
+            }
+            if clock.expired() {
+                break present;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        let waited = clock.waited();
+        Err(if present {
+            StepFailure::NotDisplayed { waited }
+        } else {
+            StepFailure::NotFound { waited }
+        })
+    }
+
+    /// The first element matching `selector`, displayed or not.
+    async fn present(&self, selector: &str, clock: Clock) -> Result<Element, StepFailure> {
+        loop {
+            match self.client.find(Locator::Css(selector)).await {
+                Ok(el) => return Ok(el),
+                Err(e) if e.is_no_such_element() => {}
+                Err(e) => return Err(failure_of(e)),
+            }
+            if clock.expired() {
+                return Err(StepFailure::NotFound {
+                    waited: clock.waited(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Whether a loading mask shows in this document or the top one (a
+    /// mask over the page also covers the iframe a step works in).
+    async fn mask_up(&self, mask: &str) -> Result<bool, StepFailure> {
+        let script = format!(
+            r#"{VISIBLE_JS}
+const docs = [document];
+try {{ if (window.top.document !== document) {{ docs.push(window.top.document); }} }} catch (e) {{}}
+return docs.some((d) => anyVisible(d, arguments[0]));"#
+        );
+        let up = self
+            .client
+            .execute(&script, vec![json!(mask)])
+            .await
+            .map_err(failure_of)?;
+        Ok(up.as_bool().unwrap_or(false))
+    }
+
+    async fn mask_gone(&self, mask: &str, clock: Clock) -> Result<(), StepFailure> {
+        loop {
+            if !self.mask_up(mask).await? {
+                return Ok(());
+            }
+            if clock.expired() {
+                return Err(StepFailure::TimedOut {
+                    what: format!("loading mask {mask} going away"),
+                    waited: clock.waited(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits for the mask, finds the element, clicks; a click the page
+    /// refuses (covered, not yet interactable, replaced) is tried again
+    /// until the deadline.
+    async fn click(&self, selector: &str, clock: Clock) -> Result<(), StepFailure> {
+        loop {
+            self.mask_gone(&self.profile.mask, clock).await?;
+            let el = self.displayed(selector, clock).await?;
+            match el.click().await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_click_refused(&e) && !clock.expired() => {
+                    debug!(selector, "click refused, trying again: {e}");
+                }
+                Err(e) if is_click_refused(&e) => {
+                    return Err(StepFailure::TimedOut {
+                        what: format!("a click the page accepts ({e})"),
+                        waited: clock.waited(),
+                    })
+                }
+                Err(e) => return Err(failure_of(e)),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Clicks an element already found (a list item) once the mask is
+    /// gone. `Ok(false)`: the page refused the click (the item was covered
+    /// or replaced, as lists re-rendered while typing are); the caller finds
+    /// the item again.
+    async fn try_click(&self, el: &Element, clock: Clock) -> Result<bool, StepFailure> {
+        self.mask_gone(&self.profile.mask, clock).await?;
+        match el.click().await {
+            Ok(()) => Ok(true),
+            Err(e) if is_click_refused(&e) => {
+                debug!("click refused, finding the element again: {e}");
+                Ok(false)
+            }
+            Err(e) => Err(failure_of(e)),
+        }
+    }
+
+    async fn hover(&self, selector: &str, clock: Clock) -> Result<(), StepFailure> {
+        self.mask_gone(&self.profile.mask, clock).await?;
+        let el = self.displayed(selector, clock).await?;
+        let pointer =
+            MouseActions::new("formwright-mouse".into()).then(PointerAction::MoveToElement {
+                element: el,
+                duration: Some(Duration::from_millis(50)),
+                x: 0.0,
+                y: 0.0,
+            });
+        self.client
+            .perform_actions(pointer)
+            .await
+            .map_err(failure_of)
+    }
+
+    /// Clear, focus, pause, type; checks the field kept what was typed (the
+    /// portal drops keys typed too soon) and types once more if not.
+    async fn type_text(
+        &self,
+        selector: &str,
+        value: &str,
+        clock: Clock,
+    ) -> Result<(), StepFailure> {
+        let pause = Duration::from_millis(self.profile.login.type_pause_ms);
+        let el = self.displayed(selector, clock).await?;
+        let mut held = String::new();
+        for _ in 0..2 {
+            el.clear().await.map_err(failure_of)?;
+            focus(self.client, &el).await.map_err(failure_of)?;
+            tokio::time::sleep(pause).await;
+            el.send_keys(value).await.map_err(failure_of)?;
+            held = el
+                .prop("value")
+                .await
+                .map_err(failure_of)?
+                .unwrap_or_default();
+            if same_text(&held, value) {
+                return Ok(());
+            }
+        }
+        Err(StepFailure::ValueMismatch {
+            detail: format!(
+                "the field holds {} characters after typing {}",
+                held.chars().count(),
+                value.chars().count()
+            ),
+        })
+    }
+
+    async fn set_date(&self, selector: &str, value: &str, clock: Clock) -> Result<(), StepFailure> {
+        const SET_JS: &str = r#"
+const el = arguments[0];
+const proto = Object.getPrototypeOf(el);
+const setter = Object.getOwnPropertyDescriptor(proto, 'value');
+if (setter && setter.set) { setter.set.call(el, arguments[1]); } else { el.value = arguments[1]; }
+el.dispatchEvent(new Event('input', { bubbles: true }));
+el.dispatchEvent(new Event('change', { bubbles: true }));
+return el.value;"#;
+        let el = self.present(selector, clock).await?;
+        let el_json = serde_json::to_value(&el).map_err(|e| StepFailure::WebDriver {
+            message: e.to_string(),
+        })?;
+        let held = self
+            .client
+            .execute(SET_JS, vec![el_json, json!(value)])
+            .await
+            .map_err(failure_of)?;
+        if held.as_str() == Some(value) {
+            Ok(())
+        } else {
+            Err(StepFailure::ValueMismatch {
+                detail: "the input refused the date (an <input type=date> takes YYYY-MM-DD)".into(),
+            })
+        }
+    }
+
+    async fn check(&self, r: &Resolved, clock: Clock) -> Result<(), StepFailure> {
+        let want = match r.value().trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => true,
+            "false" | "no" | "0" | "off" | "" => false,
+            _ => {
+                return Err(StepFailure::BadValue {
+                    message: format!("{} is not true or false", r.shown_value()),
+                })
+            }
+        };
+        let el = self.present(r.selector(), clock).await?;
+        let ticked = el.is_selected().await.map_err(failure_of)?;
+        if ticked == want {
+            return Ok(());
+        }
+        if el.is_displayed().await.map_err(failure_of)? {
+            self.click(r.selector(), clock).await?;
+        } else {
+            // A styled box hides the real input behind its label; a script
+            // click still fires the page's handlers.
+            let el_json = serde_json::to_value(&el).map_err(|e| StepFailure::WebDriver {
+                message: e.to_string(),
+            })?;
+            self.client
+                .execute("arguments[0].click();", vec![el_json])
+                .await
+                .map_err(failure_of)?;
+        }
+        if el.is_selected().await.map_err(failure_of)? == want {
+            Ok(())
+        } else {
+            Err(StepFailure::ValueMismatch {
+                detail: format!(
+                    "the box is not {}",
+                    if want { "ticked" } else { "unticked" }
+                ),
+            })
+        }
+    }
+
+    /// Opens `span[aria-owns=LIST]`, waits for `ul#LIST li` with exactly
+    /// the value's text, clicks it. Items may arrive late (lists filled by
+    /// a request); a list that closed is opened again.
+    async fn kendo_select(&self, r: &Resolved, clock: Clock) -> Result<(), StepFailure> {
+        const PICK_JS: &str = r#"
+const ul = document.getElementById(arguments[0]);
+if (!ul) { return { open: false, count: 0, item: null }; }
+const items = Array.from(ul.querySelectorAll('li'));
+const item = items.find((li) => li.textContent.trim() === arguments[1]) || null;
+return { open: visible(ul), count: items.length, item: item };"#;
+        let list = r.list.as_deref().unwrap_or_default();
+        let opener = format!("span[aria-owns=\"{}\"]", css_string(list));
+        self.click(&opener, clock).await?;
+        let mut opened = Instant::now();
+        let script = format!("{VISIBLE_JS}{PICK_JS}");
+        loop {
+            let seen = self
+                .client
+                .execute(&script, vec![json!(list), json!(r.value())])
+                .await
+                .map_err(failure_of)?;
+            let open = seen["open"].as_bool().unwrap_or(false);
+            if open {
+                if let Some(item) = script_element(self.client, &seen["item"]) {
+                    if self.try_click(&item, clock).await? {
+                        return Ok(());
+                    }
+                }
+            } else if opened.elapsed() >= REOPEN_AFTER {
+                self.click(&opener, clock).await?;
+                opened = Instant::now();
+            }
+            if clock.expired() {
+                return Err(StepFailure::NoChoice {
+                    value: r.shown_value(),
+                    seen: seen["count"].as_u64().unwrap_or(0) as usize,
+                    waited: clock.waited(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Types the value, waits for a suggestion whose text equals it (or,
+    /// failing that, starts with it), clicks it.
+    async fn typeahead(&self, r: &Resolved, clock: Clock) -> Result<(), StepFailure> {
+        const SUGGEST_JS: &str = r#"
+const want = arguments[1].trim();
+const lower = want.toLowerCase();
+const items = Array.from(document.querySelectorAll(arguments[0])).filter(visible);
+const text = (el) => el.textContent.trim();
+const pick = items.find((el) => text(el) === want)
+  || items.find((el) => text(el).toLowerCase() === lower)
+  || items.find((el) => text(el).toLowerCase().startsWith(lower))
+  || null;
+return { count: items.length, item: pick };"#;
+        let pause = Duration::from_millis(self.profile.login.type_pause_ms);
+        let input = self.displayed(r.selector(), clock).await?;
+        input.clear().await.map_err(failure_of)?;
+        focus(self.client, &input).await.map_err(failure_of)?;
+        tokio::time::sleep(pause).await;
+        input.send_keys(r.value()).await.map_err(failure_of)?;
+        let list = r.list.as_deref().unwrap_or_default();
+        let script = format!("{VISIBLE_JS}{SUGGEST_JS}");
+        loop {
+            let seen = self
+                .client
+                .execute(&script, vec![json!(list), json!(r.value())])
+                .await
+                .map_err(failure_of)?;
+            if let Some(item) = script_element(self.client, &seen["item"]) {
+                if self.try_click(&item, clock).await? {
+                    return Ok(());
+                }
+            }
+            if clock.expired() {
+                return Err(StepFailure::NoChoice {
+                    value: r.shown_value(),
+                    seen: seen["count"].as_u64().unwrap_or(0) as usize,
+                    waited: clock.waited(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Chooses a native `<option>` by its text; options filled late are
+    /// waited for.
+    async fn select(&self, r: &Resolved, clock: Clock) -> Result<(), StepFailure> {
+        const OPTION_JS: &str = r#"
+const sel = arguments[0];
+const opts = Array.from(sel.options);
+const opt = opts.find((o) => o.text.trim() === arguments[1]) || null;
+if (opt) {
+  sel.value = opt.value;
+  opt.selected = true;
+  sel.dispatchEvent(new Event('input', { bubbles: true }));
+  sel.dispatchEvent(new Event('change', { bubbles: true }));
+}
+return { count: opts.length, chosen: opt !== null };"#;
+        self.mask_gone(&self.profile.mask, clock).await?;
+        let el = self.displayed(r.selector(), clock).await?;
+        let el_json = serde_json::to_value(&el).map_err(|e| StepFailure::WebDriver {
+            message: e.to_string(),
+        })?;
+        loop {
+            let seen = self
+                .client
+                .execute(OPTION_JS, vec![el_json.clone(), json!(r.value())])
+                .await
+                .map_err(failure_of)?;
+            if seen["chosen"].as_bool() == Some(true) {
+                return Ok(());
+            }
+            if clock.expired() {
+                return Err(StepFailure::NoChoice {
+                    value: r.shown_value(),
+                    seen: seen["count"].as_u64().unwrap_or(0) as usize,
+                    waited: clock.waited(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn accept_alert(&self, clock: Clock) -> Result<(), StepFailure> {
+        loop {
+            match self.client.get_alert_text().await {
+                Ok(_) => return self.client.accept_alert().await.map_err(failure_of),
+                Err(e) if e.is_no_such_alert() => {}
+                Err(e) => return Err(failure_of(e)),
+            }
+            if clock.expired() {
+                return Err(StepFailure::NotFound {
+                    waited: clock.waited(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The element's text once it is not empty (numbers are often filled
+    /// in just after the element shows).
+    async fn read(&self, selector: &str, clock: Clock) -> Result<String, StepFailure> {
+        loop {
+            let el = self.displayed(selector, clock).await?;
+            match el.text().await {
+                Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+                Ok(_) => {}
+                Err(e) if e.is_stale_element_reference() => {}
+                Err(e) => return Err(failure_of(e)),
+            }
+            if clock.expired() {
+                return Err(StepFailure::TimedOut {
+                    what: "non-empty text".into(),
+                    waited: clock.waited(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn expect_text(&self, r: &Resolved, clock: Clock) -> Result<(), StepFailure> {
+        let mut last: Option<String> = None;
+        loop {
+            match self.client.find(Locator::Css(r.selector())).await {
+                Ok(el) => match el.text().await {
+                    Ok(text) if text.contains(r.value()) => return Ok(()),
+                    Ok(text) => last = Some(text),
+                    Err(e) if e.is_stale_element_reference() => {}
+                    Err(e) => return Err(failure_of(e)),
+                },
+                Err(e) if e.is_no_such_element() => {}
+                Err(e) => return Err(failure_of(e)),
+            }
+            if clock.expired() {
+                return Err(match last {
+                    None => StepFailure::NotFound {
+                        waited: clock.waited(),
+                    },
+                    Some(found) => StepFailure::TextMismatch {
+                        expected: r.shown_value(),
+                        found: if r.value_personal {
+                            "(not shown: the expected value is personal)".into()
+                        } else {
+                            quote(found.trim())
+                        },
+                    },
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the submit element is displayed and no mask is up.
+    pub(crate) async fn prepare_submit(&self, fields: &FieldValues) -> Result<Element, StepError> {
+        let Some(step) = self.profile.submit_step() else {
+            // Profile loading guarantees one; a hand-built profile may not.
+            return Err(StepError {
+                step: "(submit)".into(),
+                action: None,
+                selector: None,
+                phase: Some(Phase::Submit),
+                failure: StepFailure::NotPrepared,
+            });
+        };
+        let clock = Clock::new(step.timeout());
+        debug!(step = %step.name, "preparing the submit click");
+        let r =
+            Resolved::of(step, fields).map_err(|f| Self::error(step, step.selector.clone(), f))?;
+        let found = async {
+            self.mask_gone(&self.profile.mask, clock).await?;
+            let el = self.displayed(r.selector(), clock).await?;
+            self.mask_gone(&self.profile.mask, clock).await?;
+            Ok(el)
+        }
+        .await;
+        found.map_err(|f| Self::error(step, r.shown_target.clone(), f))
+    }
+
+    /// The submit click, once.
+    pub(crate) async fn click_submit(&self, el: Option<Element>) -> Result<StepTiming, StepError> {
+        let started = Instant::now();
+        let step = self.profile.submit_step();
+        let name = step.map_or_else(|| "(submit)".to_string(), |s| s.name.clone());
+        let fail = |failure| StepError {
+            step: name.clone(),
+            action: Some(Action::Click),
+            selector: step.and_then(|s| s.selector.clone()),
+            phase: Some(Phase::Submit),
+            failure,
+        };
+        let el = el.ok_or_else(|| fail(StepFailure::NotPrepared))?;
+        debug!(step = %name, "submit click");
+        el.click().await.map_err(|e| fail(failure_of(e)))?;
+        Ok(StepTiming {
+            step: name.clone(),
+            action: Action::Click,
+            phase: Phase::Submit,
+            elapsed: started.elapsed(),
+            skipped: false,
+        })
+    }
+}
+
+/// Focuses an element by script. Typing focuses the field first, then
+/// pauses, then sends keys: the portal drops keys that arrive right after a
+/// field gains focus, and sending keys to a field that is not focused would
+/// focus it at the moment the keys arrive.
+pub(crate) async fn focus(client: &Client, el: &Element) -> Result<(), CmdError> {
+    let el_json = serde_json::to_value(el).map_err(CmdError::Json)?;
+    client
+        .execute("arguments[0].focus();", vec![el_json])
+        .await
+        .map(drop)
+}
+
+/// Whether a field holds what was typed, allowing for what portal scripts
+/// do to input: change case (names are often upper-cased) and add
+/// separators (input masks on phone numbers and dates). Dropped or extra
+/// letters and digits still count as a mismatch.
+fn same_text(held: &str, typed: &str) -> bool {
+    let core = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    held == typed || core(held) == core(typed)
+}
+
+/// Escapes a value for a double-quoted CSS string.
+fn css_string(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_error_names_step_action_and_selector() {
+        let e = StepError {
+            step: "save client".into(),
+            action: Some(Action::Click),
+            selector: Some("#btnSave".into()),
+            phase: Some(Phase::PreSubmit),
+            failure: StepFailure::NotFound {
+                waited: Duration::from_millis(1500),
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "step \"save client\" (click #btnSave): not found within 1500 ms"
+        );
+        assert!(e.is_missing());
+        assert!(!e.is_browser_gone());
+    }
+
+    #[test]
+    fn quotes_are_short() {
+        let long = "x".repeat(500);
+        assert!(quote(&long).chars().count() < 130);
+        assert_eq!(quote("ok"), "\"ok\"");
+    }
+
+    #[test]
+    fn typed_text_comparison_allows_case() {
+        assert!(same_text("ARJUN", "Arjun"));
+        assert!(same_text("(900) 001-2345", "9000012345"));
+        assert!(!same_text("ARJ", "Arjun"));
+        assert!(!same_text("900001234", "9000012345"));
+    }
+}
