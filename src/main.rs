@@ -18,6 +18,14 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the example jobs end to end against the simulated portal in
+    /// headless Chromium, and print what happened.
+    Demo(cli::demo::DemoArgs),
+    /// Serve the simulated agent portal alone, for a person to click through.
+    PortalSim {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
     /// Check every invariant over a journal and print each job's timeline.
     Replay {
         /// The journal folder.
@@ -56,6 +64,28 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     match args.command {
+        Command::Demo(demo) => {
+            init_logs();
+            let workers = demo.workers;
+            let report = runtime()?.block_on(cli::demo::run(demo))?;
+            cli::demo::print(&report, workers, &mut stdout)?;
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::PortalSim { port } => {
+            init_logs();
+            let config = formwright::portal_sim::SimConfig {
+                port,
+                ..Default::default()
+            };
+            eprintln!("simulated portal on http://127.0.0.1:{port}/Login/IMDLogin");
+            eprintln!("log in as {} / {}", config.username, config.password);
+            runtime()?.block_on(formwright::portal_sim::serve_forever(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay { journal, summary } => {
             let passed = cli::replay::run(&journal, !summary, &mut stdout)?;
             Ok(if passed {
@@ -83,4 +113,20 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Human-readable logs on stderr; `RUST_LOG` filters (default: warnings).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -52,6 +52,7 @@ pub mod clone;
 pub mod driver;
 pub mod master;
 pub(crate) mod plain_http;
+pub mod portal;
 mod session;
 pub mod steps;
 

@@ -1,4 +1,5 @@
 //! The command line: one file per command. `main.rs` only parses and calls.
 
+pub mod demo;
 pub mod export;
 pub mod replay;

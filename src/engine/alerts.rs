@@ -89,7 +89,10 @@ impl Alerts {
             };
             let now = Instant::now();
             recent.push_back(now);
-            while recent.front().is_some_and(|t| now.duration_since(*t) > hour) {
+            while recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > hour)
+            {
                 recent.pop_front();
             }
             recent.len()

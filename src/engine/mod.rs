@@ -323,7 +323,11 @@ impl<P: Portal> Engine<P> {
                     && !claimed.contains(&j.id)
             })?;
             claimed.insert(job.id.clone());
-            (job.id.clone(), job.machine.attempts() + 1, job.document.clone())
+            (
+                job.id.clone(),
+                job.machine.attempts() + 1,
+                job.document.clone(),
+            )
         };
         match shared
             .recorder

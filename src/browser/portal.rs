@@ -1,0 +1,493 @@
+//! The engine's [`Portal`] on real browsers: one chromedriver, one master
+//! browser holding the login, and a fresh clone of it per attempt.
+//!
+//! The master sits behind a read-write lock: clones read its cookies side by
+//! side, while a recovery or the heartbeat (which navigate the master) take
+//! it alone. The recovery levels map onto the browser like this:
+//!
+//! - soft: log in again in the master browser as it is;
+//! - hard: end the master's WebDriver session, open a new one on the same
+//!   profile folder (restarting chromedriver too if it died), log in;
+//! - nuclear: move the profile folder aside as `<folder>.backup`, open a
+//!   browser on an empty profile, log in. On success the backup is deleted;
+//!   on failure the fresh folder is deleted and the backup put back.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::RwLock;
+use tracing::{debug, info, warn};
+
+use super::{BrowserConfig, BrowserError, Credentials, Driver, JobBrowser, Master, Outputs};
+use super::{SessionCheck, StepError, StepFailure};
+use crate::captcha::CaptchaSolver;
+use crate::engine::portal::{Attempt, AttemptFailure, LoginFailure, Portal, PostSubmitFailure};
+use crate::journal::{FailureKind, JobId, Level};
+use crate::profile::{FieldValues, Profile};
+
+/// Everything the live portal needs to know.
+pub struct LiveSettings {
+    pub browser: BrowserConfig,
+    pub profile: Profile,
+    /// The portal's address; overrides the profile's `base_url`.
+    pub base_url: String,
+    pub credentials: Credentials,
+    /// Where screenshots and page HTML of failed attempts are written.
+    pub artifacts_dir: PathBuf,
+}
+
+pub struct LivePortal {
+    settings: Arc<LiveSettings>,
+    solver: CaptchaSolver,
+    driver: RwLock<Option<Driver>>,
+    master: RwLock<Option<Master>>,
+    restored_backup: AtomicBool,
+}
+
+impl LivePortal {
+    pub fn new(settings: LiveSettings) -> Result<LivePortal, String> {
+        let solver = match &settings.profile.captcha {
+            Some(config) => CaptchaSolver::from_config(config)?,
+            None => CaptchaSolver::new(crate::captcha::SolverKind::Element {
+                selector: String::new(),
+            }),
+        };
+        Ok(LivePortal {
+            settings: Arc::new(settings),
+            solver,
+            driver: RwLock::new(None),
+            master: RwLock::new(None),
+            restored_backup: AtomicBool::new(false),
+        })
+    }
+
+    pub fn settings(&self) -> &LiveSettings {
+        &self.settings
+    }
+
+    /// The master browser's process id, for tests that kill it.
+    pub async fn master_pid(&self) -> Option<u32> {
+        self.master
+            .read()
+            .await
+            .as_ref()
+            .and_then(Master::browser_pid)
+    }
+
+    /// chromedriver's process id (local mode).
+    pub async fn driver_pid(&self) -> Option<u32> {
+        self.driver.read().await.as_ref().and_then(Driver::pid)
+    }
+
+    /// Starts chromedriver unless one is running (or a remote URL is set).
+    async fn ensure_driver(&self, restart: bool) -> Result<(), LoginFailure> {
+        let mut driver = self.driver.write().await;
+        if restart {
+            if let Some(mut old) = driver.take() {
+                old.kill().await;
+            }
+        }
+        if driver.is_none() {
+            let started = Driver::start(&self.settings.browser)
+                .await
+                .map_err(|e| LoginFailure(format!("starting chromedriver: {e}")))?;
+            *driver = Some(started);
+        }
+        Ok(())
+    }
+
+    /// Opens a master browser on `dir` and logs it in.
+    async fn open_and_login(&self, dir: &Path) -> Result<Master, LoginFailure> {
+        let opened = {
+            let driver = self.driver.read().await;
+            let driver = driver
+                .as_ref()
+                .ok_or_else(|| LoginFailure("chromedriver is not running".into()))?;
+            Master::open(driver, &self.settings.profile, &self.settings.base_url, dir).await
+        };
+        let mut master = match opened {
+            Ok(m) => m,
+            // chromedriver itself may be the one that died: start it again,
+            // unless it is a remote one we do not own.
+            Err(e) if self.settings.browser.webdriver_url.is_none() => {
+                warn!(error = %e, "opening the master failed; restarting chromedriver");
+                self.ensure_driver(true).await?;
+                let driver = self.driver.read().await;
+                let driver = driver
+                    .as_ref()
+                    .ok_or_else(|| LoginFailure("chromedriver is not running".into()))?;
+                Master::open(driver, &self.settings.profile, &self.settings.base_url, dir)
+                    .await
+                    .map_err(|e| LoginFailure(format!("opening the master browser: {e}")))?
+            }
+            Err(e) => return Err(LoginFailure(format!("opening the master browser: {e}"))),
+        };
+        match master.login(&self.settings.credentials, &self.solver).await {
+            Ok(()) => Ok(master),
+            Err(e) => {
+                let _ = master.close().await;
+                Err(LoginFailure(e.to_string()))
+            }
+        }
+    }
+
+    async fn close_master(&self) {
+        if let Some(old) = self.master.write().await.take() {
+            if let Err(e) = old.close().await {
+                debug!(error = %e, "closing the old master browser");
+            }
+        }
+    }
+
+    async fn nuclear(&self) -> Result<(), LoginFailure> {
+        self.close_master().await;
+        let dir = self.settings.browser.master_profile_dir();
+        let backup = backup_path(&dir);
+        let _ = std::fs::remove_dir_all(&backup);
+        let had_profile = dir.exists();
+        if had_profile {
+            std::fs::rename(&dir, &backup)
+                .map_err(|e| LoginFailure(format!("moving the profile aside: {e}")))?;
+            info!(backup = %backup.display(), "master profile moved aside");
+        }
+        match self.open_and_login(&dir).await {
+            Ok(master) => {
+                *self.master.write().await = Some(master);
+                if had_profile {
+                    if let Err(e) = std::fs::remove_dir_all(&backup) {
+                        warn!(error = %e, "could not delete the old profile backup");
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                if had_profile {
+                    std::fs::rename(&backup, &dir).map_err(|re| {
+                        LoginFailure(format!("{e}; and putting the backup back failed: {re}"))
+                    })?;
+                    self.restored_backup.store(true, Ordering::SeqCst);
+                    warn!("nuclear try failed; the old profile is back in place");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Where nuclear recovery keeps the old profile during its try.
+pub fn backup_path(profile_dir: &Path) -> PathBuf {
+    let mut name = profile_dir.as_os_str().to_owned();
+    name.push(".backup");
+    PathBuf::from(name)
+}
+
+impl Portal for LivePortal {
+    type Attempt = LiveAttempt;
+
+    async fn start_master(&self) -> Result<(), LoginFailure> {
+        self.ensure_driver(false).await?;
+        self.close_master().await;
+        let dir = self.settings.browser.master_profile_dir();
+        let master = self.open_and_login(&dir).await?;
+        *self.master.write().await = Some(master);
+        Ok(())
+    }
+
+    async fn recover(&self, level: Level) -> Result<(), LoginFailure> {
+        self.restored_backup.store(false, Ordering::SeqCst);
+        match level {
+            Level::Soft => {
+                let mut master = self.master.write().await;
+                let Some(m) = master.as_mut() else {
+                    return Err(LoginFailure("there is no master browser to log in".into()));
+                };
+                m.login(&self.settings.credentials, &self.solver)
+                    .await
+                    .map_err(|e| LoginFailure(e.to_string()))
+            }
+            Level::Hard => {
+                self.close_master().await;
+                self.ensure_driver(false).await?;
+                let dir = self.settings.browser.master_profile_dir();
+                let master = self.open_and_login(&dir).await?;
+                *self.master.write().await = Some(master);
+                Ok(())
+            }
+            Level::Nuclear => {
+                self.ensure_driver(false).await?;
+                self.nuclear().await
+            }
+        }
+    }
+
+    fn restored_backup(&self) -> bool {
+        self.restored_backup.load(Ordering::SeqCst)
+    }
+
+    async fn master_logged_in(&self) -> Result<bool, LoginFailure> {
+        let mut master = self.master.write().await;
+        let Some(m) = master.as_mut() else {
+            return Ok(false);
+        };
+        m.is_logged_in()
+            .await
+            .map_err(|e| LoginFailure(format!("checking the master: {e}")))
+    }
+
+    async fn open_attempt(
+        &self,
+        job: &JobId,
+        attempt: u32,
+        document: &str,
+    ) -> Result<LiveAttempt, AttemptFailure> {
+        let settings = &self.settings;
+        let doc: serde_json::Value = serde_json::from_str(document).map_err(|e| {
+            AttemptFailure::new(FailureKind::BadInput, "fields", format!("document: {e}"))
+        })?;
+        let fields = settings
+            .profile
+            .extract(&doc)
+            .map_err(|e| AttemptFailure::new(FailureKind::BadInput, "fields", e.to_string()))?;
+
+        let job_dir = settings.browser.job_dir(&job.0, attempt);
+        let cloned = {
+            let driver = self.driver.read().await;
+            let master = self.master.read().await;
+            match (driver.as_ref(), master.as_ref()) {
+                (Some(driver), Some(master)) => {
+                    JobBrowser::clone_from(
+                        driver,
+                        master,
+                        &settings.profile,
+                        &settings.base_url,
+                        job_dir,
+                    )
+                    .await
+                }
+                _ => {
+                    return Err(AttemptFailure::new(
+                        FailureKind::SessionExpired,
+                        "clone",
+                        "there is no logged-in master browser to copy",
+                    ))
+                }
+            }
+        };
+        let mut browser = cloned.map_err(|e| browser_failure("clone", &e))?;
+
+        match browser.check_session().await {
+            Ok(SessionCheck::Valid { elapsed }) => {
+                debug!(ms = elapsed.as_millis() as u64, "clone is logged in");
+            }
+            Ok(SessionCheck::Expired { elapsed, reason }) => {
+                let _ = browser.close().await;
+                return Err(AttemptFailure::new(
+                    FailureKind::SessionExpired,
+                    "clone check",
+                    format!(
+                        "the cloned session was expired ({reason}; decided in {} ms)",
+                        elapsed.as_millis()
+                    ),
+                ));
+            }
+            Err(e) => {
+                let _ = browser.close().await;
+                return Err(browser_failure("clone check", &e));
+            }
+        }
+
+        Ok(LiveAttempt {
+            browser: Some(browser),
+            settings: Arc::clone(&self.settings),
+            fields,
+            outputs: Outputs::new(),
+            job: job.clone(),
+            attempt,
+        })
+    }
+
+    async fn shutdown(&self) {
+        self.close_master().await;
+        if let Some(mut driver) = self.driver.write().await.take() {
+            driver.kill().await;
+        }
+    }
+}
+
+/// One attempt's browser.
+pub struct LiveAttempt {
+    /// `None` once closed.
+    browser: Option<JobBrowser>,
+    settings: Arc<LiveSettings>,
+    fields: FieldValues,
+    outputs: Outputs,
+    job: JobId,
+    attempt: u32,
+}
+
+impl LiveAttempt {
+    fn browser(&mut self) -> Result<&mut JobBrowser, StepError> {
+        self.browser.as_mut().ok_or_else(|| {
+            StepError::browser_gone("(any)", "the attempt's browser is closed".into())
+        })
+    }
+
+    /// Whether the page the browser shows now is the portal's login form:
+    /// the session died while the form was being filled.
+    async fn shows_login_form(&mut self) -> bool {
+        let selector = self.settings.profile.login.username.clone();
+        let Some(browser) = self.browser.as_mut() else {
+            return false;
+        };
+        let Ok(client) = browser.client() else {
+            return false;
+        };
+        client
+            .find(fantoccini::Locator::Css(&selector))
+            .await
+            .is_ok()
+    }
+
+    async fn step_failure(&mut self, e: StepError) -> AttemptFailure {
+        let kind = if !e.is_browser_gone() && self.shows_login_form().await {
+            FailureKind::SessionExpired
+        } else {
+            classify(&e.failure)
+        };
+        AttemptFailure::new(kind, e.step.clone(), e.to_string())
+    }
+}
+
+fn classify(failure: &StepFailure) -> FailureKind {
+    match failure {
+        StepFailure::NotFound { .. }
+        | StepFailure::NotDisplayed { .. }
+        | StepFailure::NoChoice { .. } => FailureKind::ElementMissing,
+        StepFailure::TimedOut { .. } => FailureKind::Timeout,
+        StepFailure::BrowserGone { .. } => FailureKind::BrowserCrashed,
+        StepFailure::TextMismatch { .. }
+        | StepFailure::ValueMismatch { .. }
+        | StepFailure::Alert { .. } => FailureKind::Validation,
+        StepFailure::BadValue { .. } => FailureKind::BadInput,
+        _ => FailureKind::Other,
+    }
+}
+
+fn browser_failure(stage: &str, e: &BrowserError) -> AttemptFailure {
+    let kind = if e.is_browser_gone() {
+        FailureKind::BrowserCrashed
+    } else {
+        FailureKind::Other
+    };
+    AttemptFailure::new(kind, stage, e.to_string())
+}
+
+impl Attempt for LiveAttempt {
+    async fn fill(&mut self) -> Result<(), AttemptFailure> {
+        let fields = self.fields.clone();
+        let mut outputs = std::mem::take(&mut self.outputs);
+        let result = match self.browser() {
+            Ok(b) => match b
+                .run_phase(crate::profile::Phase::PreSubmit, &fields, &mut outputs)
+                .await
+            {
+                Ok(_) => b.prepare_submit(&fields).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        self.outputs = outputs;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.step_failure(e).await),
+        }
+    }
+
+    async fn click_submit(&mut self) -> Result<(), PostSubmitFailure> {
+        let result = match self.browser() {
+            Ok(b) => b.click_submit().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| PostSubmitFailure {
+            stage: e.step.clone(),
+            error: e.to_string(),
+            proposal_no: None,
+        })
+    }
+
+    async fn finish(&mut self) -> Result<String, PostSubmitFailure> {
+        let fields = self.fields.clone();
+        let mut outputs = std::mem::take(&mut self.outputs);
+        let result = match self.browser() {
+            Ok(b) => b
+                .run_phase(crate::profile::Phase::PostSubmit, &fields, &mut outputs)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let proposal_no = outputs.proposal_no().map(str::to_owned);
+        self.outputs = outputs;
+        match (result, proposal_no) {
+            (Ok(()), Some(no)) => Ok(no),
+            (Ok(()), None) => Err(PostSubmitFailure {
+                stage: "read proposal_no".into(),
+                error: "the post-submit steps ended without a proposal number".into(),
+                proposal_no: None,
+            }),
+            (Err(e), proposal_no) => Err(PostSubmitFailure {
+                stage: e.step.clone(),
+                error: e.to_string(),
+                proposal_no,
+            }),
+        }
+    }
+
+    async fn evidence(&mut self, stage: &str) -> Vec<String> {
+        let Some(browser) = self.browser.as_ref() else {
+            return Vec::new();
+        };
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let stage: String = stage
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let key = format!("{}/{}-{stage}-{stamp}", self.job.0, self.attempt);
+        let dir = &self.settings.artifacts_dir;
+        let mut keys = Vec::new();
+        if let Err(e) = std::fs::create_dir_all(dir.join(&self.job.0)) {
+            warn!(error = %e, "cannot create the artifacts folder");
+            return keys;
+        }
+        match browser.screenshot().await {
+            Ok(png) => {
+                let name = format!("{key}.png");
+                match std::fs::write(dir.join(&name), png) {
+                    Ok(()) => keys.push(name),
+                    Err(e) => warn!(error = %e, "cannot save the screenshot"),
+                }
+            }
+            Err(e) => warn!(error = %e, "no screenshot: the browser did not give one"),
+        }
+        match browser.page_source().await {
+            Ok(html) => {
+                let name = format!("{key}.html");
+                match std::fs::write(dir.join(&name), html) {
+                    Ok(()) => keys.push(name),
+                    Err(e) => warn!(error = %e, "cannot save the page"),
+                }
+            }
+            Err(e) => warn!(error = %e, "no page HTML: the browser did not give it"),
+        }
+        keys
+    }
+
+    async fn close(mut self) {
+        if let Some(browser) = self.browser.take() {
+            if let Err(e) = browser.close().await {
+                debug!(error = %e, "closing the job browser");
+            }
+        }
+    }
+}
