@@ -1,7 +1,8 @@
-//! A minimal HTTP client for the two plain requests the browser layer makes
-//! outside WebDriver: polling chromedriver's `/status` while it starts, and
-//! posting a captcha image to an HTTP solver. It reuses the hyper stack that
-//! fantoccini already brings in rather than adding a second HTTP client.
+//! A minimal HTTP client for the few requests made outside WebDriver:
+//! polling chromedriver's `/status` while it starts, posting a captcha image
+//! to an HTTP solver, and posting alert webhooks. It reuses the hyper and
+//! rustls stack that fantoccini already brings in rather than adding a
+//! second HTTP client.
 
 use std::time::Duration;
 
@@ -26,7 +27,15 @@ pub(crate) async fn send(
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    // https for webhooks and hosted solvers; plain http for chromedriver and
+    // anything on loopback. Trust comes from the system's CA store.
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("loading the system's CA certificates: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
     let mut request = http::Request::builder().method(method).uri(url);
     if let Some(ct) = content_type {
         request = request.header(http::header::CONTENT_TYPE, ct);

@@ -142,38 +142,18 @@ async fn deliver(url: String, alert: Alert) {
     warn!("alert dropped after 4 tries");
 }
 
-/// A minimal HTTP/1.1 POST over a plain TCP connection: alerts go to an
-/// internal relay or a test receiver; `https` URLs are refused loudly.
 async fn post_json(url: &str, body: &str) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| "only http:// webhook URLs are supported".to_string())?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let connect = tokio::net::TcpStream::connect(host);
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
-        .await
-        .map_err(|_| format!("connecting to {host} timed out"))?
-        .map_err(|e| format!("connecting to {host}: {e}"))?;
-    let request = format!(
-        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut head = [0u8; 12];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
-        .await
-        .map_err(|_| "no answer within 5 s".to_string())?
-        .map_err(|e| e.to_string())?;
-    let status = std::str::from_utf8(&head[9..12]).unwrap_or("???");
-    if status.starts_with('2') {
+    let reply = crate::browser::plain_http::send(
+        http::Method::POST,
+        url,
+        Some("application/json"),
+        body.as_bytes().to_vec(),
+        Duration::from_secs(5),
+    )
+    .await?;
+    if (200..300).contains(&reply.status) {
         Ok(())
     } else {
-        Err(format!("webhook answered HTTP {status}"))
+        Err(format!("webhook answered HTTP {}", reply.status))
     }
 }

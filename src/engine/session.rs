@@ -92,6 +92,11 @@ impl<P: Portal> MasterSession<P> {
         }
     }
 
+    /// The alerts raised so far (and the sender).
+    pub fn alerts(&self) -> &Alerts {
+        &self.alerts
+    }
+
     pub fn health(&self) -> Health {
         *self.health_tx.borrow()
     }
