@@ -232,9 +232,10 @@ async fn the_heartbeat_heals_an_expiry_with_no_job_in_flight() {
     portal.expire();
     assert!(wait_for(|| matches!(run.engine.session().health(), Health::Up(2))).await);
     assert!(!portal.is_expired());
-    let book = run.engine.recorder().book();
-    let recovery = book.session.recoveries.last().unwrap().clone();
-    drop(book);
+    let recovery = {
+        let book = run.engine.recorder().book();
+        book.session.recoveries.last().unwrap().clone()
+    };
     assert_eq!(recovery.trigger, "heartbeat");
     run.finish().await;
 }
