@@ -122,16 +122,13 @@ async fn a_failure_before_the_click_retries_until_max_attempts() {
     assert_eq!(portal.clicks_for("A"), 0);
     assert_eq!(run.status("B"), Status::Completed);
     assert_eq!(run.attempts("B"), 2);
-    let book = run.engine.recorder().book();
-    let failure = book
-        .job(&JobId("A".into()))
-        .unwrap()
-        .last_failure
-        .clone()
-        .unwrap();
+    let failure = {
+        let book = run.engine.recorder().book();
+        let job = book.job(&JobId("A".into())).unwrap();
+        job.last_failure.clone().unwrap()
+    };
     assert!(failure.error.contains("#txtEngineNo"), "{failure:?}");
     assert_eq!(failure.artifacts, vec!["A/evidence.png".to_string()]);
-    drop(book);
     run.finish().await;
 }
 
