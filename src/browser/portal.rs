@@ -13,7 +13,8 @@
 //!   on failure the fresh folder is deleted and the backup put back.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 use std::sync::Arc;
 
 use tokio::sync::RwLock;
@@ -43,6 +44,8 @@ pub struct LivePortal {
     driver: RwLock<Option<Driver>>,
     master: RwLock<Option<Master>>,
     restored_backup: AtomicBool,
+    /// Master browsers started so far: a recovery opens at most one.
+    masters_opened: AtomicUsize,
 }
 
 impl LivePortal {
@@ -59,6 +62,7 @@ impl LivePortal {
             driver: RwLock::new(None),
             master: RwLock::new(None),
             restored_backup: AtomicBool::new(false),
+            masters_opened: AtomicUsize::new(0),
         })
     }
 
@@ -73,6 +77,24 @@ impl LivePortal {
             .await
             .as_ref()
             .and_then(Master::browser_pid)
+    }
+
+    /// How many master browsers have been started, first login included.
+    pub fn masters_opened(&self) -> usize {
+        self.masters_opened.load(Ordering::SeqCst)
+    }
+
+    /// Whether the master browser answers WebDriver at all.
+    async fn master_answers(&self) -> bool {
+        let master = self.master.read().await;
+        let Some(client) = master.as_ref().and_then(|m| m.client().ok()) else {
+            return false;
+        };
+        let probe = client.current_url();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(3), probe).await,
+            Ok(Ok(_))
+        )
     }
 
     /// chromedriver's process id (local mode).
@@ -99,6 +121,7 @@ impl LivePortal {
 
     /// Opens a master browser on `dir` and logs it in.
     async fn open_and_login(&self, dir: &Path) -> Result<Master, LoginFailure> {
+        self.masters_opened.fetch_add(1, Ordering::SeqCst);
         let opened = {
             let driver = self.driver.read().await;
             let driver = driver
@@ -275,7 +298,19 @@ impl Portal for LivePortal {
                 }
             }
         };
-        let mut browser = cloned.map_err(|e| browser_failure("clone", &e))?;
+        let mut browser = match cloned {
+            Ok(b) => b,
+            // A clone reads the master's cookies: a dead master fails every
+            // clone until a recovery replaces it.
+            Err(e) if !self.master_answers().await => {
+                return Err(AttemptFailure::new(
+                    FailureKind::SessionExpired,
+                    "clone",
+                    format!("the master browser does not answer ({e})"),
+                ))
+            }
+            Err(e) => return Err(browser_failure("clone", &e)),
+        };
 
         match browser.check_session().await {
             Ok(SessionCheck::Valid { elapsed }) => {
