@@ -199,8 +199,8 @@ impl<P: Portal> MasterSession<P> {
                         seconds = ladder_started.elapsed().as_secs_f64(),
                         "master session recovered"
                     );
-                    self.health_tx.send_replace(Health::Up(*generation));
                     self.alerts.recovered(level, &who);
+                    self.health_tx.send_replace(Health::Up(*generation));
                     return true;
                 }
                 Err(e) => {
