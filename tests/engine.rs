@@ -270,3 +270,16 @@ async fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+#[tokio::test]
+async fn intake_is_idempotent_on_the_job_id() {
+    let portal = portal();
+    let run = Run::start(&portal, config(), &["A"]);
+    let id = JobId("A".into());
+    let same = "{ \"policyId\" : \"A\" }";
+    assert_eq!(run.engine.intake(&id, same).unwrap(), Intake::Existing);
+    let other = "{\"policyId\":\"A\",\"idv\":\"1\"}";
+    assert!(run.engine.intake(&id, other).is_err());
+    assert_eq!(run.engine.recorder().book().len(), 1);
+    run.finish().await;
+}

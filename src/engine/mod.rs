@@ -173,7 +173,7 @@ impl<P: Portal> Engine<P> {
             return Err(IntakeError::Halted(why));
         }
         if let Some(existing) = self.shared.recorder.book().job(id) {
-            return if existing.document == document {
+            return if same_document(&existing.document, document) {
                 Ok(Intake::Existing)
             } else {
                 Err(IntakeError::Conflict(id.clone()))
@@ -501,6 +501,22 @@ impl<P: Portal> Engine<P> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Whether two job documents say the same thing: equal as JSON values, so
+/// a client that resends a job with other spacing or key order is not
+/// refused.
+fn same_document(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
     }
 }
 
