@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 
 use formwright::book::{replay, Recorder};
 use formwright::journal::{Event, FailureKind, JobEvent, JobId, Journal, Subject};
@@ -133,4 +133,37 @@ fn figures(c: &mut Criterion) {
 }
 
 criterion_group!(benches, figures);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    print_figures();
+}
+
+/// Reads criterion's medians back and prints the figures in one table.
+fn print_figures() {
+    let median_ns = |group: &str, name: &str| -> Option<f64> {
+        let path = format!("target/criterion/{group}/{name}/new/estimates.json");
+        let text = std::fs::read_to_string(path).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        json["median"]["point_estimate"].as_f64()
+    };
+    println!("\njournal figures (medians of this run)");
+    if let Some(ns) = median_ns("append", "batched attempt_started") {
+        println!(
+            "  batched append:           {:>10.1} us  ({:.0} appends/s)",
+            ns / 1e3,
+            1e9 / ns
+        );
+    }
+    if let Some(ns) = median_ns("append", "flushed submitted") {
+        println!("  flushed submitted append: {:>10.3} ms", ns / 1e6);
+    }
+    if let Some(ns) = median_ns("replay", "1M events into the book") {
+        println!(
+            "  replay, 1,000,000 events: {:>10.2} s   ({:.0} events/s)",
+            ns / 1e9,
+            1e15 / ns
+        );
+    }
+}
