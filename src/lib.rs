@@ -20,10 +20,12 @@
 //!   drive, with its ledger and fault switches.
 //! - [`cli`]: the commands of the `formwright` binary, one file each.
 
+pub mod api;
 pub mod book;
 pub mod browser;
 pub mod captcha;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod export;
 pub mod invariants;
