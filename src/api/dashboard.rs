@@ -243,9 +243,10 @@ fn recoveries_table(book: &Book) -> String {
             RecoveryOutcome::Abandoned => "abandoned",
         };
         rows.push_str(&format!(
-            "<tr><td class=\"when\">{}</td><td>{}</td><td>{}</td>\
+            "<tr><td class=\"when\" title=\"{}\">{}</td><td>{}</td><td>{}</td>\
              <td><span class=\"badge r-{outcome}\">{outcome}</span></td></tr>",
             short_time(r.started_at),
+            &short_time(r.started_at)[11..19],
             esc(&r.trigger),
             esc(&tries.join(", ")),
         ));
