@@ -210,10 +210,7 @@ pub struct Loaded {
 impl DaemonConfig {
     /// Reads `path` (when given) and applies `env` on top. `env` is passed
     /// in, not read here, so tests need not touch the process environment.
-    pub fn load(
-        path: Option<&Path>,
-        env: &[(String, String)],
-    ) -> Result<Loaded, ConfigError> {
+    pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, ConfigError> {
         let (text, origin) = match path {
             Some(p) => (
                 std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
@@ -352,16 +349,14 @@ fn env_name(parts: &[&str]) -> String {
 }
 
 /// Variables that are read elsewhere, not config keys.
-const OTHER_VARS: &[&str] = &[
-    ENV_PORTAL_PASSWORD,
-    ENV_API_TOKEN,
-    ENV_API_URL,
-    ENV_CONFIG,
-];
+const OTHER_VARS: &[&str] = &[ENV_PORTAL_PASSWORD, ENV_API_TOKEN, ENV_API_URL, ENV_CONFIG];
 
 /// Puts each `FORMWRIGHT_*` override into the table, typed like the
 /// default of its key. Returns warnings for names that match no key.
-fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<String>, ConfigError> {
+fn apply_env(
+    table: &mut toml::Table,
+    env: &[(String, String)],
+) -> Result<Vec<String>, ConfigError> {
     let defaults = match Value::try_from(DaemonConfig::default()) {
         Ok(Value::Table(t)) => t,
         _ => toml::Table::new(),
@@ -641,7 +636,10 @@ mod tests {
         assert_eq!(secrets.portal_password.expose(), "pw-from-env");
         assert_eq!(secrets.api_token.expose(), "0123456789abcdef-token");
         let shown = format!("{secrets:?} {}", secrets.api_token);
-        assert!(!shown.contains("pw-from-env") && !shown.contains("abcdef"), "{shown}");
+        assert!(
+            !shown.contains("pw-from-env") && !shown.contains("abcdef"),
+            "{shown}"
+        );
 
         let short = env(&[(ENV_PORTAL_PASSWORD, "p"), (ENV_API_TOKEN, "short")]);
         assert!(Secrets::resolve(&config, &short, &mut warnings).is_err());

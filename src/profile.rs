@@ -819,7 +819,9 @@ fn field_problems(name: &str, spec: &FieldSpec, out: &mut Vec<String>) {
         out.push(format!("{at}.past: needs kind \"date\""));
     }
     if spec.not_future && !matches!(spec.kind, FieldKind::Date | FieldKind::Integer) {
-        out.push(format!("{at}.not_future: needs kind \"date\" or \"integer\""));
+        out.push(format!(
+            "{at}.not_future: needs kind \"date\" or \"integer\""
+        ));
     }
     if (spec.min.is_some() || spec.max.is_some()) && spec.kind != FieldKind::Integer {
         out.push(format!("{at}.min/max: need kind \"integer\""));
@@ -1512,13 +1514,19 @@ into = "proposal_no"
         assert!(by_path["year"].contains("after the current year"), "{errs}");
         assert!(by_path["code"].contains("at least 3"), "{errs}");
         let errs = with(json!({"year": 1980})).unwrap_err();
-        assert!(errs.0[0].message.contains("below the minimum 1990"), "{errs}");
+        assert!(
+            errs.0[0].message.contains("below the minimum 1990"),
+            "{errs}"
+        );
         // A real calendar date: 30 February is not one.
         assert!(with(json!({"birth": "1990-02-30"})).is_err());
 
         let bad = format!("{BASE}\n[fields.x]\nfrom = \"x\"\npast = true\nmin = 3\n");
         let err = Profile::from_toml_str(&bad).unwrap_err().to_string();
-        assert!(err.contains("fields.x.past") && err.contains("fields.x.min/max"), "{err}");
+        assert!(
+            err.contains("fields.x.past") && err.contains("fields.x.min/max"),
+            "{err}"
+        );
     }
 
     #[test]

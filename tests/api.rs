@@ -56,7 +56,10 @@ async fn intake_is_idempotent_and_journaled_before_the_answer() {
     changed["idv"] = json!("99000");
     let conflict = server.post("/api/jobs", &changed.to_string()).await;
     assert_eq!(conflict.status, 409, "{}", conflict.text);
-    assert!(conflict.json()["error"].as_str().unwrap().contains("POL-A-1"));
+    assert!(conflict.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("POL-A-1"));
     assert_eq!(server.recorder.journal().last_seq(), 1);
     assert_eq!(accepted_in_journal(&server, "POL-A-1"), 1);
     server.stop().await;
@@ -151,7 +154,9 @@ async fn an_oversized_body_is_refused_with_413() {
     assert!(r.json()["error"].as_str().unwrap().contains("4096"));
     assert_eq!(server.recorder.journal().last_seq(), 0);
     // Just under the limit is fine.
-    let r = server.post("/api/jobs", &job("POL-SMALL").to_string()).await;
+    let r = server
+        .post("/api/jobs", &job("POL-SMALL").to_string())
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     server.stop().await;
 }
@@ -206,7 +211,9 @@ async fn unknown_jobs_and_routes_are_404() {
 async fn the_list_pages_newest_first_with_a_stable_cursor() {
     let server = idle().await;
     for i in 1..=5 {
-        let r = server.post("/api/jobs", &job(&format!("POL-L-{i}")).to_string()).await;
+        let r = server
+            .post("/api/jobs", &job(&format!("POL-L-{i}")).to_string())
+            .await;
         assert_eq!(r.status, 201);
     }
     let first = server.get("/api/jobs?limit=2").await.json();
@@ -255,7 +262,10 @@ async fn stats_session_recoveries_and_metrics_follow_the_engine() {
         s.fail_after_submit.insert("POL-S-POST".into());
     });
     for id in ["POL-S-1", "POL-S-2", "POL-S-BAD", "POL-S-POST"] {
-        assert_eq!(server.post("/api/jobs", &job(id).to_string()).await.status, 201);
+        assert_eq!(
+            server.post("/api/jobs", &job(id).to_string()).await.status,
+            201
+        );
     }
     server
         .wait_for(20, "every job to end", |s| {
@@ -288,7 +298,13 @@ async fn stats_session_recoveries_and_metrics_follow_the_engine() {
         .collect();
     assert_eq!(
         names,
-        ["accepted", "attempt_started", "attempt_failed", "attempt_started", "attempt_failed"]
+        [
+            "accepted",
+            "attempt_started",
+            "attempt_failed",
+            "attempt_started",
+            "attempt_failed"
+        ]
     );
     let post = server.get("/api/jobs/POL-S-POST").await.json();
     assert_eq!(post["failure"]["type"], "post_submission");
@@ -374,12 +390,18 @@ async fn an_operator_retries_failed_jobs_and_a_post_submission_one_only_when_con
     assert_eq!(r.status, 409, "{}", r.text);
     assert!(r.text.contains("confirm_post_submission"));
     let r = server
-        .post("/api/jobs/POL-R-POST/retry", r#"{"confirm_post_submission":true}"#)
+        .post(
+            "/api/jobs/POL-R-POST/retry",
+            r#"{"confirm_post_submission":true}"#,
+        )
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.json()["fields"][0]["path"], "$.reason");
     let r = server
-        .post("/api/jobs/POL-R-POST/retry", r#"{"confirm_post_submission":"yes"}"#)
+        .post(
+            "/api/jobs/POL-R-POST/retry",
+            r#"{"confirm_post_submission":"yes"}"#,
+        )
         .await;
     assert_eq!(r.status, 400);
     let status = server.get("/api/jobs/POL-R-POST").await.json();
@@ -424,7 +446,9 @@ async fn shutdown_lets_a_submitted_attempt_finish_within_the_drain_time() {
         s.slow_submit
             .insert("POL-D-SLOW".into(), Duration::from_millis(600));
     });
-    server.post("/api/jobs", &job("POL-D-SLOW").to_string()).await;
+    server
+        .post("/api/jobs", &job("POL-D-SLOW").to_string())
+        .await;
     server
         .wait_for(10, "the job to be submitted", |s| {
             s.recorder
@@ -448,7 +472,9 @@ async fn shutdown_journals_a_submitted_attempt_that_outlives_the_drain_time() {
     server.portal.edit(|s| {
         s.hang_on_submit.insert("POL-D-HANG".into());
     });
-    server.post("/api/jobs", &job("POL-D-HANG").to_string()).await;
+    server
+        .post("/api/jobs", &job("POL-D-HANG").to_string())
+        .await;
     server
         .wait_for(10, "the job to be submitted", |s| {
             s.recorder
@@ -460,7 +486,10 @@ async fn shutdown_journals_a_submitted_attempt_that_outlives_the_drain_time() {
     let recorder = std::sync::Arc::clone(&server.recorder);
     let started = std::time::Instant::now();
     server.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(5), "shutdown was not bounded");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown was not bounded"
+    );
     let book = recorder.book();
     let job = book.job(&JobId::from("POL-D-HANG")).unwrap();
     assert_eq!(job.status().as_str(), "failed_post_submission");

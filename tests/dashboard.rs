@@ -89,7 +89,9 @@ async fn check(client: &Client, server: &Server) {
     server.portal.edit(|s| {
         s.hang_on_submit.clear();
     });
-    let r = server.post("/api/jobs", &job("POL-UI-NEW").to_string()).await;
+    let r = server
+        .post("/api/jobs", &job("POL-UI-NEW").to_string())
+        .await;
     assert_eq!(r.status, 201);
     client
         .wait()
@@ -112,7 +114,10 @@ async fn the_dashboard_matches_the_api_in_a_real_browser() {
         s.expire_once.insert("POL-UI-1".into());
     });
     for id in ["POL-UI-1", "POL-UI-2", "POL-UI-BAD"] {
-        assert_eq!(server.post("/api/jobs", &job(id).to_string()).await.status, 201);
+        assert_eq!(
+            server.post("/api/jobs", &job(id).to_string()).await.status,
+            201
+        );
     }
     server
         .wait_for(20, "every job to end", |s| {
@@ -122,9 +127,10 @@ async fn the_dashboard_matches_the_api_in_a_real_browser() {
                 .filter(|j| j.status().is_terminal())
                 .count()
                 == 3
-                && s.recorder.book().job(&"POL-UI-1".into()).is_some_and(|j| {
-                    j.status().as_str() == "completed"
-                })
+                && s.recorder
+                    .book()
+                    .job(&"POL-UI-1".into())
+                    .is_some_and(|j| j.status().as_str() == "completed")
         })
         .await;
 

@@ -91,15 +91,32 @@ async fn secrets_stay_out_of_logs_journal_exports_and_answers() {
     // Answers, good and bad, keep the secrets out.
     let mut bodies = Vec::new();
     let doc = job("POL-SEC-1");
-    let r = request("POST", &format!("{base}/api/jobs"), Some(TOKEN), Some(doc.to_string()), &[]).await;
+    let r = request(
+        "POST",
+        &format!("{base}/api/jobs"),
+        Some(TOKEN),
+        Some(doc.to_string()),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text);
     bodies.push(r.text);
     let near = &TOKEN[..TOKEN.len() - 2];
     for (method, path, token, body) in [
         ("GET", "/api/jobs", Some(near), None),
         ("GET", "/api/jobs", None, None),
-        ("POST", "/api/jobs", Some(TOKEN), Some("{\"policyId\": ".to_string())),
-        ("POST", "/api/jobs", Some(TOKEN), Some(format!("{{\"password\": \"{PASSWORD}\"}}"))),
+        (
+            "POST",
+            "/api/jobs",
+            Some(TOKEN),
+            Some("{\"policyId\": ".to_string()),
+        ),
+        (
+            "POST",
+            "/api/jobs",
+            Some(TOKEN),
+            Some(format!("{{\"password\": \"{PASSWORD}\"}}")),
+        ),
         ("GET", "/api/jobs/NOPE", Some(TOKEN), None),
         ("POST", "/api/jobs/POL-SEC-1/retry", Some(TOKEN), None),
         ("POST", "/api/jobs", Some(TOKEN), Some("x".repeat(300_000))),
@@ -110,7 +127,14 @@ async fn secrets_stay_out_of_logs_journal_exports_and_answers() {
     }
     let mut changed = doc.clone();
     changed["idv"] = serde_json::json!("1");
-    let r = request("POST", &format!("{base}/api/jobs"), Some(TOKEN), Some(changed.to_string()), &[]).await;
+    let r = request(
+        "POST",
+        &format!("{base}/api/jobs"),
+        Some(TOKEN),
+        Some(changed.to_string()),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 409);
     bodies.push(r.text);
 
@@ -126,10 +150,20 @@ async fn secrets_stay_out_of_logs_journal_exports_and_answers() {
         if ended {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the job did not end");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job did not end"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    for path in ["/api/jobs/POL-SEC-1", "/api/session", "/api/recoveries", "/metrics", "/api/jobs/stats", "/"] {
+    for path in [
+        "/api/jobs/POL-SEC-1",
+        "/api/session",
+        "/api/recoveries",
+        "/metrics",
+        "/api/jobs/stats",
+        "/",
+    ] {
         let r = request("GET", &format!("{base}{path}"), Some(TOKEN), None, &[]).await;
         bodies.push(r.text);
     }

@@ -94,7 +94,10 @@ pub(super) async fn login(State(state): State<AppState>, Form(form): Form<LoginF
         warn!("dashboard sign-in with a wrong token");
         return (
             StatusCode::UNAUTHORIZED,
-            html_page(&login_form(Some("That token is not right.")), "formwright: sign in"),
+            html_page(
+                &login_form(Some("That token is not right.")),
+                "formwright: sign in",
+            ),
         )
             .into_response();
     }

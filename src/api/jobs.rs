@@ -52,9 +52,12 @@ fn valid_id(id: &str) -> bool {
 
 /// A body, or the answer to a body that could not be read (413 when over
 /// the limit).
-fn body_or_refusal(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+fn body_or_refusal(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, Box<Response>> {
     body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Box::new(if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
@@ -64,14 +67,15 @@ fn body_or_refusal(state: &AppState, body: Result<Bytes, BytesRejection>) -> Res
             )
         } else {
             error(rejection.status(), rejection.body_text())
-        }
+        })
     })
 }
 
 /// Parses JSON, or answers 400 naming the line and column.
-fn parse_json(bytes: &[u8]) -> Result<Value, Response> {
+fn parse_json(bytes: &[u8]) -> Result<Value, Box<Response>> {
     serde_json::from_slice(bytes).map_err(|e| {
-        (
+        Box::new(
+            (
             StatusCode::BAD_REQUEST,
             Json(json!({
                 "error": format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()),
@@ -79,7 +83,8 @@ fn parse_json(bytes: &[u8]) -> Result<Value, Response> {
                 "column": e.column(),
             })),
         )
-            .into_response()
+            .into_response(),
+        )
     })
 }
 
@@ -91,11 +96,11 @@ pub(super) async fn intake(
 ) -> Response {
     let bytes = match body_or_refusal(&state, body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let doc = match parse_json(&bytes) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Value::Object(fields) = &doc else {
         return error(
@@ -319,14 +324,14 @@ pub(super) async fn retry(
 ) -> Response {
     let bytes = match body_or_refusal(&state, body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let request = if bytes.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
         match parse_json(&bytes) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     };
     let reason = match request.get("reason") {
@@ -339,7 +344,12 @@ pub(super) async fn retry(
     let confirmed = match request.get("confirm_post_submission") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return error(StatusCode::BAD_REQUEST, "confirm_post_submission must be true or false"),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "confirm_post_submission must be true or false",
+            )
+        }
     };
     if reason.chars().count() > 500 {
         return error(StatusCode::BAD_REQUEST, "reason is over 500 characters");
@@ -384,7 +394,10 @@ pub(super) async fn retry(
         other => {
             return error(
                 StatusCode::CONFLICT,
-                format!("only a failed job can be retried; this one is {}", other.as_str()),
+                format!(
+                    "only a failed job can be retried; this one is {}",
+                    other.as_str()
+                ),
             )
         }
     };
@@ -392,7 +405,10 @@ pub(super) async fn retry(
     match state.0.desk.recorder().job_event(&id, event, now_millis()) {
         Ok(seq) => {
             if status == Status::FailedPostSubmission {
-                warn!(seq, "requeued after a post-submission failure, confirmed by an operator");
+                warn!(
+                    seq,
+                    "requeued after a post-submission failure, confirmed by an operator"
+                );
             } else {
                 info!(seq, "requeued by an operator");
             }

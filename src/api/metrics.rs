@@ -68,8 +68,12 @@ pub fn render(book: &Book, health: Health) -> Result<String, std::fmt::Error> {
     let recoveries = Family::<Labels, Counter>::default();
     let tries = Family::<Labels, Counter>::default();
     for level in [Level::Soft, Level::Hard, Level::Nuclear] {
-        recoveries.get_or_create(&label("level", level.as_str())).inc_by(0);
-        tries.get_or_create(&label("level", level.as_str())).inc_by(0);
+        recoveries
+            .get_or_create(&label("level", level.as_str()))
+            .inc_by(0);
+        tries
+            .get_or_create(&label("level", level.as_str()))
+            .inc_by(0);
     }
     for r in &book.session.recoveries {
         if let Some(level) = r.tries.iter().map(|t| t.level).max() {

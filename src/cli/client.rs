@@ -63,7 +63,10 @@ impl ApiClient {
             (None, Some(c)) => format!("http://{}:{}", c.api.bind, c.api.port),
             (None, None) => "http://127.0.0.1:8400".into(),
         };
-        let token = if let Some((_, t)) = env.iter().find(|(k, v)| k == ENV_API_TOKEN && !v.is_empty()) {
+        let token = if let Some((_, t)) = env
+            .iter()
+            .find(|(k, v)| k == ENV_API_TOKEN && !v.is_empty())
+        {
             Secret::new(t.trim())
         } else {
             let mut config = config.unwrap_or_default();
@@ -90,13 +93,10 @@ impl ApiClient {
     ) -> anyhow::Result<Answer> {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let url = format!("{}{path}", self.base);
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(&url)
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token.expose()),
-            );
+        let mut request = http::Request::builder().method(method).uri(&url).header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", self.token.expose()),
+        );
         if body.is_some() {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
         }
@@ -160,11 +160,7 @@ fn error_text(body: &Value) -> String {
 }
 
 /// `formwright submit FILE`: posts every job; true when all were taken.
-pub async fn submit(
-    client: &ApiClient,
-    file: &str,
-    out: &mut impl Write,
-) -> anyhow::Result<bool> {
+pub async fn submit(client: &ApiClient, file: &str, out: &mut impl Write) -> anyhow::Result<bool> {
     let text = if file == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;

@@ -472,12 +472,18 @@ mod tests {
         job.apply(&JobEvent::AttemptStarted { attempt: 1 }).unwrap();
         assert!(job.apply(&requeued(true)).is_err());
         job.apply(&JobEvent::Submitted { attempt: 1 }).unwrap();
-        assert!(job.apply(&requeued(true)).is_err(), "never out of submitted");
+        assert!(
+            job.apply(&requeued(true)).is_err(),
+            "never out of submitted"
+        );
         job.apply(&JobEvent::Completed {
             proposal_no: "R1".into(),
         })
         .unwrap();
-        assert!(job.apply(&requeued(true)).is_err(), "never out of completed");
+        assert!(
+            job.apply(&requeued(true)).is_err(),
+            "never out of completed"
+        );
         assert_eq!(job.status(), Some(Status::Completed));
     }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 use formwright::api::{self, ApiSettings};
 use formwright::book::Recorder;
 use formwright::config::Secret;
-use formwright::engine::portal::{Attempt, AttemptFailure, LoginFailure, Portal, PostSubmitFailure};
+use formwright::engine::portal::{
+    Attempt, AttemptFailure, LoginFailure, Portal, PostSubmitFailure,
+};
 use formwright::engine::session::SessionConfig;
 use formwright::engine::{Engine, EngineConfig};
 use formwright::journal::{FailureKind, JobId, Level};
@@ -74,7 +76,13 @@ pub struct ScriptedAttempt {
 
 impl Attempt for ScriptedAttempt {
     async fn fill(&mut self) -> Result<(), AttemptFailure> {
-        let expired = self.portal.script.lock().unwrap().expire_once.remove(&self.job);
+        let expired = self
+            .portal
+            .script
+            .lock()
+            .unwrap()
+            .expire_once
+            .remove(&self.job);
         if expired {
             return Err(AttemptFailure::new(
                 FailureKind::SessionExpired,
@@ -82,7 +90,14 @@ impl Attempt for ScriptedAttempt {
                 "the login form showed",
             ));
         }
-        if self.portal.script.lock().unwrap().fail_fill.contains(&self.job) {
+        if self
+            .portal
+            .script
+            .lock()
+            .unwrap()
+            .fail_fill
+            .contains(&self.job)
+        {
             return Err(AttemptFailure::new(
                 FailureKind::Validation,
                 "mobile",
@@ -110,7 +125,14 @@ impl Attempt for ScriptedAttempt {
     }
 
     async fn finish(&mut self) -> Result<String, PostSubmitFailure> {
-        if self.portal.script.lock().unwrap().fail_after_submit.contains(&self.job) {
+        if self
+            .portal
+            .script
+            .lock()
+            .unwrap()
+            .fail_after_submit
+            .contains(&self.job)
+        {
             return Err(PostSubmitFailure {
                 stage: "read proposal number".into(),
                 error: "HTTP 500 after save".into(),
@@ -122,7 +144,11 @@ impl Attempt for ScriptedAttempt {
     }
 
     async fn evidence(&mut self, stage: &str) -> Vec<String> {
-        vec![format!("artifacts/{}/{}.png", self.job, stage.replace(' ', "-"))]
+        vec![format!(
+            "artifacts/{}/{}.png",
+            self.job,
+            stage.replace(' ', "-")
+        )]
     }
 
     async fn close(self) {}
@@ -230,7 +256,14 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str) -> Reply {
-        request("GET", &format!("{}{path}", self.base), Some(TOKEN), None, &[]).await
+        request(
+            "GET",
+            &format!("{}{path}", self.base),
+            Some(TOKEN),
+            None,
+            &[],
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, body: &str) -> Reply {
@@ -248,7 +281,10 @@ impl Server {
     pub async fn wait_for(&self, secs: u64, what: &str, check: impl Fn(&Server) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         while !check(self) {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -270,8 +306,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
     }
 }
 
