@@ -59,6 +59,17 @@ impl Step {
             JobEvent::PostSubmissionFailed { stage, error, .. } => {
                 format!("failed after submission at {stage}: {error}")
             }
+            JobEvent::Requeued {
+                reason,
+                confirmed_post_submission,
+            } => {
+                let confirmed = if *confirmed_post_submission {
+                    ", confirmed after a post-submission failure"
+                } else {
+                    ""
+                };
+                format!("requeued by an operator{confirmed}: {reason}")
+            }
         }
     }
 }
@@ -83,8 +94,10 @@ pub struct JobRecord {
     pub updated_at: Millis,
     pub proposal_no: Option<String>,
     pub last_failure: Option<Failure>,
-    /// Total attempts started, across every retry.
+    /// Total attempts started, across every retry and round.
     pub attempts_started: u32,
+    /// Operator requeues so far; each starts a new round of attempts.
+    pub requeues: u32,
     pub submitted_at: Option<Millis>,
     pub finished_at: Option<Millis>,
     pub timeline: Vec<Step>,
@@ -254,6 +267,7 @@ impl Book {
                     proposal_no: None,
                     last_failure: None,
                     attempts_started: 0,
+                    requeues: 0,
                     submitted_at: None,
                     finished_at: None,
                     timeline: vec![Step {
@@ -268,6 +282,7 @@ impl Book {
             );
             return Ok(());
         };
+        let was_terminal = job.status().is_terminal();
         job.machine.apply(&event)?;
         job.updated_at = at;
 
@@ -311,10 +326,20 @@ impl Book {
                 });
                 job.finished_at = Some(at);
             }
+            JobEvent::Requeued { .. } => {
+                // A new round: what the last one learned stays in the
+                // timeline and `last_failure`, not in the live fields.
+                job.requeues += 1;
+                job.submitted_at = None;
+                job.finished_at = None;
+                job.proposal_no = None;
+            }
         }
+        let accepted_seq = job.timeline.first().map_or(0, |s| s.seq);
         if job.status().is_terminal() {
-            let accepted_seq = job.timeline.first().map_or(0, |s| s.seq);
             self.open.remove(&(accepted_seq, job.id.clone()));
+        } else if was_terminal {
+            self.open.insert((accepted_seq, job.id.clone()));
         }
         job.timeline.push(Step { seq, at, event });
         Ok(())
@@ -404,11 +429,12 @@ impl Book {
             .jobs()
             .map(|j| {
                 format!(
-                    "{} {:?} max={} started={}",
+                    "{} {:?} max={} started={} requeues={}",
                     j.id,
                     j.machine.state(),
                     j.machine.max_attempts(),
-                    j.attempts_started
+                    j.attempts_started,
+                    j.requeues
                 )
             })
             .collect();
@@ -564,5 +590,55 @@ impl Recorder {
             changed.push((id, after.unwrap_or(status)));
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_requeued_job_is_open_again_and_replays_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = JobId::from("P1");
+        let fingerprint = {
+            let (recorder, _) = Recorder::open(dir.path()).unwrap();
+            let accepted = JobEvent::Accepted {
+                document: "{}".into(),
+                max_attempts: 1,
+            };
+            recorder.job_event(&id, accepted, 1).unwrap();
+            recorder
+                .job_event(&id, JobEvent::AttemptStarted { attempt: 1 }, 2)
+                .unwrap();
+            let failed = JobEvent::AttemptFailed {
+                attempt: 1,
+                kind: FailureKind::Timeout,
+                stage: "s".into(),
+                error: "e".into(),
+                retry_at: 3,
+                artifacts: vec![],
+            };
+            recorder.job_event(&id, failed, 3).unwrap();
+            assert_eq!(recorder.book().open_jobs().count(), 0);
+
+            let requeued = JobEvent::Requeued {
+                reason: "portal fixed".into(),
+                confirmed_post_submission: false,
+            };
+            recorder.job_event(&id, requeued, 4).unwrap();
+            let book = recorder.book();
+            let job = book.job(&id).unwrap();
+            assert_eq!(job.status(), Status::Pending);
+            assert_eq!((job.requeues, job.attempts_started), (1, 1));
+            assert_eq!(job.finished_at, None);
+            assert!(job.timeline.last().unwrap().note().contains("portal fixed"));
+            assert_eq!(book.open_jobs().count(), 1);
+            book.fingerprint()
+        };
+        let (recorder, report) = Recorder::open(dir.path()).unwrap();
+        assert!(report.refused.is_empty() && report.unreadable.is_empty());
+        assert_eq!(recorder.book().fingerprint(), fingerprint);
+        assert_eq!(recorder.book().open_jobs().count(), 1);
     }
 }

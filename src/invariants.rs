@@ -3,7 +3,11 @@
 //! checker still reads with fresh eyes.
 //!
 //! - `no-attempt-after-submit`: once a job has a `submitted` event, no
-//!   `attempt_started` of it follows.
+//!   `attempt_started` of it follows, unless an operator's `requeued` with
+//!   `confirmed_post_submission` came in between: the rule is scoped to the
+//!   time since the last confirmed requeue.
+//! - `requeue-after-failure`: a `requeued` follows only a job's failed end,
+//!   and one after `submitted` is confirmed.
 //! - `attempts-within-max`: attempt numbers run 1, 2, … and never pass the
 //!   job's `max_attempts`.
 //! - `one-outcome`: a job ends at most once, and nothing follows its end.
@@ -46,6 +50,8 @@ struct JobTrack {
     ended_at_seq: Option<u64>,
     /// Whether an attempt is running (started, not yet failed or submitted).
     running: bool,
+    /// Whether the end at `ended_at_seq` was `completed`.
+    completed: bool,
 }
 
 /// The ladder, rung by rung.
@@ -142,7 +148,8 @@ impl Checker {
         };
 
         let mut found: Vec<(&'static str, String)> = Vec::new();
-        if let Some(end) = track.ended_at_seq {
+        let requeue = matches!(event, JobEvent::Requeued { .. });
+        if let (Some(end), false) = (track.ended_at_seq, requeue) {
             found.push((
                 "one-outcome",
                 format!("{} after the job ended at sequence {end}", event.name()),
@@ -220,6 +227,36 @@ impl Checker {
                     found.push(("one-outcome", format!("{} without submitted", event.name())));
                 }
                 track.ended_at_seq = Some(seq);
+                track.completed = matches!(event, JobEvent::Completed { .. });
+            }
+            JobEvent::Requeued {
+                confirmed_post_submission,
+                ..
+            } => {
+                if track.ended_at_seq.is_none() {
+                    found.push((
+                        "requeue-after-failure",
+                        "requeued while the job had not ended".into(),
+                    ));
+                } else if track.completed {
+                    found.push((
+                        "requeue-after-failure",
+                        "requeued after the job completed".into(),
+                    ));
+                }
+                match (track.submitted_at_seq, confirmed_post_submission) {
+                    (Some(sub), false) => found.push((
+                        "no-attempt-after-submit",
+                        format!("requeued without confirmation after submitted at sequence {sub}"),
+                    )),
+                    // A person checked the portal: a new scope begins.
+                    (_, true) => track.submitted_at_seq = None,
+                    (None, false) => {}
+                }
+                track.ended_at_seq = None;
+                track.completed = false;
+                track.last_attempt = 0;
+                track.running = false;
             }
         }
         for (rule, message) in found {
@@ -461,6 +498,87 @@ mod tests {
         ];
         let seqs: Vec<u64> = Checker::check_all(&records).iter().map(|v| v.seq).collect();
         assert_eq!(seqs, vec![3, 4]);
+    }
+
+    fn requeued(seq: u64, confirmed: bool) -> Record {
+        job(
+            seq,
+            JobEvent::Requeued {
+                reason: "checked the portal".into(),
+                confirmed_post_submission: confirmed,
+            },
+        )
+    }
+
+    fn post_failed() -> JobEvent {
+        JobEvent::PostSubmissionFailed {
+            stage: "s".into(),
+            error: "e".into(),
+            proposal_no: None,
+            artifacts: vec![],
+        }
+    }
+
+    #[test]
+    fn a_requeued_round_starts_from_attempt_one() {
+        let records = [
+            job(1, accepted(1)),
+            job(2, JobEvent::AttemptStarted { attempt: 1 }),
+            job(3, failed(1)),
+            requeued(4, false),
+            job(5, JobEvent::AttemptStarted { attempt: 1 }),
+            job(6, JobEvent::Submitted { attempt: 1 }),
+            job(7, post_failed()),
+            requeued(8, true),
+            job(9, JobEvent::AttemptStarted { attempt: 1 }),
+            job(10, JobEvent::Submitted { attempt: 1 }),
+            job(
+                11,
+                JobEvent::Completed {
+                    proposal_no: "R1".into(),
+                },
+            ),
+        ];
+        assert_eq!(rules(&records), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn an_unconfirmed_requeue_after_submitted_keeps_the_rule() {
+        let records = [
+            job(1, accepted(3)),
+            job(2, JobEvent::AttemptStarted { attempt: 1 }),
+            job(3, JobEvent::Submitted { attempt: 1 }),
+            job(4, post_failed()),
+            requeued(5, false),
+            job(6, JobEvent::AttemptStarted { attempt: 1 }),
+        ];
+        let found = Checker::check_all(&records);
+        let at: Vec<(u64, &str)> = found.iter().map(|v| (v.seq, v.rule)).collect();
+        assert!(at.contains(&(5, "no-attempt-after-submit")), "{at:?}");
+        assert!(at.contains(&(6, "no-attempt-after-submit")), "{at:?}");
+    }
+
+    #[test]
+    fn catches_a_requeue_of_a_running_or_completed_job() {
+        let records = [
+            job(1, accepted(3)),
+            job(2, JobEvent::AttemptStarted { attempt: 1 }),
+            requeued(3, true),
+        ];
+        assert!(rules(&records).contains(&"requeue-after-failure"));
+        let records = [
+            job(1, accepted(3)),
+            job(2, JobEvent::AttemptStarted { attempt: 1 }),
+            job(3, JobEvent::Submitted { attempt: 1 }),
+            job(
+                4,
+                JobEvent::Completed {
+                    proposal_no: "R".into(),
+                },
+            ),
+            requeued(5, true),
+        ];
+        assert!(rules(&records).contains(&"requeue-after-failure"));
     }
 
     #[test]

@@ -18,12 +18,18 @@
 //! - [`captcha`]: the pluggable captcha solvers.
 //! - [`portal_sim`]: the simulated agent portal that the demo and the tests
 //!   drive, with its ledger and fault switches.
-//! - [`cli`]: the commands of the `formwright` binary, one file each.
+//! - [`config`]: the daemon's configuration (TOML, `FORMWRIGHT_*`
+//!   overrides, secrets from the environment or a file).
+//! - [`api`]: the HTTP API, metrics and the dashboard (axum).
+//! - [`cli`]: the commands of the `formwright` binary, one file each
+//!   (`run` is the daemon; `submit`, `jobs`, `status`, `retry` its clients).
 
+pub mod api;
 pub mod book;
 pub mod browser;
 pub mod captcha;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod export;
 pub mod invariants;

@@ -21,6 +21,48 @@ enum Command {
     /// Run the example jobs end to end against the simulated portal in
     /// headless Chromium, and print what happened.
     Demo(cli::demo::DemoArgs),
+    /// Run the daemon: the engine on real browsers and the HTTP API, until
+    /// SIGTERM or SIGINT.
+    Run(cli::run::RunArgs),
+    /// Send jobs to a running daemon: FILE holds one job, an array of jobs
+    /// or NDJSON (`-` reads standard input).
+    Submit {
+        file: String,
+        #[command(flatten)]
+        api: cli::client::ApiArgs,
+    },
+    /// List a running daemon's jobs, newest first.
+    Jobs {
+        /// Only jobs in this status (comma-separated for several).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// The page after the one that printed this cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        api: cli::client::ApiArgs,
+    },
+    /// Show one job: status, attempts, failure, timeline.
+    Status {
+        id: String,
+        #[command(flatten)]
+        api: cli::client::ApiArgs,
+    },
+    /// Put a failed job back in the queue for a new round of attempts.
+    Retry {
+        id: String,
+        /// Why; journaled. Needed with --confirm-post-submission.
+        #[arg(long)]
+        reason: Option<String>,
+        /// The job failed after submission and you checked that the portal
+        /// holds no proposal for it.
+        #[arg(long)]
+        confirm_post_submission: bool,
+        #[command(flatten)]
+        api: cli::client::ApiArgs,
+    },
     /// Serve the simulated agent portal alone, for a person to click through.
     PortalSim {
         #[arg(long, default_value_t = 8080)]
@@ -74,6 +116,56 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Run(run) => {
+            cli::run::run(run)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit { file, api } => {
+            let client = cli::client::ApiClient::from_args(&api)?;
+            let ok = runtime()?.block_on(cli::client::submit(&client, &file, &mut stdout))?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Jobs {
+            status,
+            limit,
+            cursor,
+            api,
+        } => {
+            let client = cli::client::ApiClient::from_args(&api)?;
+            runtime()?.block_on(cli::client::jobs(
+                &client,
+                status.as_deref(),
+                limit,
+                cursor.as_deref(),
+                &mut stdout,
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { id, api } => {
+            let client = cli::client::ApiClient::from_args(&api)?;
+            runtime()?.block_on(cli::client::status(&client, &id, &mut stdout))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry {
+            id,
+            reason,
+            confirm_post_submission,
+            api,
+        } => {
+            let client = cli::client::ApiClient::from_args(&api)?;
+            runtime()?.block_on(cli::client::retry(
+                &client,
+                &id,
+                reason.as_deref(),
+                confirm_post_submission,
+                &mut stdout,
+            ))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::PortalSim { port } => {
             init_logs();

@@ -257,6 +257,22 @@ pub struct FieldSpec {
     /// Identity numbers, names, phone, email: masked in logs and exports.
     #[serde(default)]
     pub personal: bool,
+    /// Shortest value allowed, in characters, before any transform.
+    #[serde(default)]
+    pub min_len: Option<usize>,
+    /// Kind `date`: the date must be before today (a date of birth).
+    #[serde(default)]
+    pub past: bool,
+    /// Kind `date`: not after today. Kind `integer`: not after the current
+    /// year (a manufacturing year).
+    #[serde(default)]
+    pub not_future: bool,
+    /// Kind `integer`: the smallest value allowed.
+    #[serde(default)]
+    pub min: Option<i64>,
+    /// Kind `integer`: the largest value allowed.
+    #[serde(default)]
+    pub max: Option<i64>,
 }
 
 /// A compiled `pattern`; a bad regex is reported at load, with its line.
@@ -799,6 +815,27 @@ fn field_problems(name: &str, spec: &FieldSpec, out: &mut Vec<String>) {
     {
         out.push(format!("{at}.transform: yes_no needs kind \"bool\""));
     }
+    if spec.past && spec.kind != FieldKind::Date {
+        out.push(format!("{at}.past: needs kind \"date\""));
+    }
+    if spec.not_future && !matches!(spec.kind, FieldKind::Date | FieldKind::Integer) {
+        out.push(format!(
+            "{at}.not_future: needs kind \"date\" or \"integer\""
+        ));
+    }
+    if (spec.min.is_some() || spec.max.is_some()) && spec.kind != FieldKind::Integer {
+        out.push(format!("{at}.min/max: need kind \"integer\""));
+    }
+    if let (Some(min), Some(max)) = (spec.min, spec.max) {
+        if min > max {
+            out.push(format!("{at}.min: {min} is above max {max}"));
+        }
+    }
+    if let (Some(min), Some(max)) = (spec.min_len, spec.max_len) {
+        if min > max {
+            out.push(format!("{at}.min_len: {min} is above max_len {max}"));
+        }
+    }
 }
 
 /// 1-based line and column of a byte offset.
@@ -979,11 +1016,18 @@ fn extract_one(spec: &FieldSpec, job: &Json) -> Result<String, String> {
             return Err(format!("is {len} characters long, at most {max} allowed"));
         }
     }
+    if let Some(min) = spec.min_len {
+        let len = text.chars().count();
+        if len < min {
+            return Err(format!("is {len} characters long, at least {min} needed"));
+        }
+    }
     if let Some(Pattern(re)) = &spec.pattern {
         if !re.is_match(&text) {
             return Err(format!("does not match pattern `{}`", re.as_str()));
         }
     }
+    check_range(spec, &text)?;
 
     let converted = match spec.transform {
         Transform::None => text,
@@ -1013,6 +1057,46 @@ fn extract_one(spec: &FieldSpec, job: &Json) -> Result<String, String> {
             )),
         },
     }
+}
+
+/// The `past`, `not_future`, `min` and `max` checks, on a value already
+/// normalised by its kind (ISO date, decimal integer). "Today" is the local
+/// calendar day of the machine, the agency's own.
+fn check_range(spec: &FieldSpec, text: &str) -> Result<(), String> {
+    let today = chrono::Local::now().date_naive();
+    match spec.kind {
+        FieldKind::Date if spec.past || spec.not_future => {
+            let date = parse_iso_date(text).ok_or("expected an ISO date (YYYY-MM-DD)")?;
+            if spec.past && date >= today {
+                return Err("must be a date in the past".into());
+            }
+            if date > today {
+                return Err("must not be in the future".into());
+            }
+        }
+        FieldKind::Integer => {
+            let n: i64 = text.parse().map_err(|_| "expected a whole number")?;
+            if let Some(min) = spec.min {
+                if n < min {
+                    return Err(format!("is below the minimum {min}"));
+                }
+            }
+            if let Some(max) = spec.max {
+                if n > max {
+                    return Err(format!("is above the maximum {max}"));
+                }
+            }
+            if spec.not_future {
+                use chrono::Datelike;
+                let year = i64::from(today.year());
+                if n > year {
+                    return Err(format!("is after the current year {year}"));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The checked, converted values of one job, by field name.
@@ -1393,6 +1477,56 @@ into = "proposal_no"
         assert!(by_path["state"].contains("\"GOA\" is not one of KARNATAKA, MAHARASHTRA"));
         assert!(by_path["isNew"].contains("true or false"));
         assert!(by_path["vehicle.cc"].contains("whole number"));
+    }
+
+    #[test]
+    fn range_checks_on_dates_and_years() {
+        let p = Profile::from_toml_str(&format!(
+            "{BASE}\n[fields.birth]\nfrom = \"birth\"\nkind = \"date\"\npast = true\n\
+             [fields.year]\nfrom = \"year\"\nkind = \"integer\"\nmin = 1990\n\
+             not_future = true\n[fields.code]\nfrom = \"code\"\nmin_len = 3\n"
+        ))
+        .expect("profile loads");
+        let tomorrow = chrono::Local::now().date_naive() + chrono::Days::new(1);
+        let base_ok = json!({"fullName": "Arjun", "dateOfBirth": "1988-04-17",
+                             "state": "KARNATAKA", "isNew": true, "vehicle": {"cc": 110}});
+        let with = |extra: Json| {
+            let mut doc = base_ok.clone();
+            if let (Json::Object(d), Json::Object(e)) = (&mut doc, extra) {
+                d.extend(e);
+            }
+            p.extract(&doc)
+        };
+        assert!(with(json!({"birth": "1990-02-28", "year": 2020, "code": "KA1"})).is_ok());
+
+        let errs = with(json!({
+            "birth": tomorrow.format("%Y-%m-%d").to_string(),
+            "year": 9999,
+            "code": "K1"
+        }))
+        .unwrap_err();
+        let by_path: BTreeMap<&str, &str> = errs
+            .0
+            .iter()
+            .map(|e| (e.path.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(by_path["birth"], "must be a date in the past");
+        assert!(by_path["year"].contains("after the current year"), "{errs}");
+        assert!(by_path["code"].contains("at least 3"), "{errs}");
+        let errs = with(json!({"year": 1980})).unwrap_err();
+        assert!(
+            errs.0[0].message.contains("below the minimum 1990"),
+            "{errs}"
+        );
+        // A real calendar date: 30 February is not one.
+        assert!(with(json!({"birth": "1990-02-30"})).is_err());
+
+        let bad = format!("{BASE}\n[fields.x]\nfrom = \"x\"\npast = true\nmin = 3\n");
+        let err = Profile::from_toml_str(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("fields.x.past") && err.contains("fields.x.min/max"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -230,9 +230,67 @@ impl<P: Portal> Engine<P> {
             _ = shared.session.start() => {}
             _ = shared.stop.cancelled() => {}
         }
-        while tasks.join_next().await.is_some() {}
+        shared.stop.cancelled().await;
+
+        // Attempts past `submitted` may finish, within the drain time; the
+        // others were cancelled and journal themselves as interrupted.
+        let drained = tokio::time::timeout(shared.config.drain, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            self.abandon_claimed();
+        }
         shared.portal.shutdown().await;
         info!("engine stopped");
+    }
+
+    /// After the drain time ran out: journals each attempt still running,
+    /// so none is left open. One past `submitted` ends
+    /// `failed_post_submission` for a person to check on the portal.
+    fn abandon_claimed(&self) {
+        let shared = &self.shared;
+        let claimed: Vec<JobId> = match shared.claimed.lock() {
+            Ok(mut c) => c.drain().collect(),
+            Err(_) => return,
+        };
+        for id in claimed {
+            let status = shared.recorder.book().job(&id).map(|j| j.status());
+            let event = match status {
+                Some(Status::Submitted) => JobEvent::PostSubmissionFailed {
+                    stage: "shutdown".into(),
+                    error: "the daemon stopped before the portal's answer was read (drain \
+                            time ran out); check the portal before raising this proposal again"
+                        .into(),
+                    proposal_no: None,
+                    artifacts: Vec::new(),
+                },
+                Some(Status::Filling) => {
+                    let attempt = shared
+                        .recorder
+                        .book()
+                        .job(&id)
+                        .map_or(1, |j| j.machine.attempts());
+                    let now = now_millis();
+                    JobEvent::AttemptFailed {
+                        attempt,
+                        kind: FailureKind::Interrupted,
+                        stage: "shutdown".into(),
+                        error: "the daemon stopped during this attempt".into(),
+                        retry_at: shared.config.retry_at(now, attempt),
+                        artifacts: Vec::new(),
+                    }
+                }
+                _ => continue,
+            };
+            error!(job = %id, event = event.name(), "attempt abandoned at shutdown");
+            if let Err(e) = shared.recorder.job_event(&id, event, now_millis()) {
+                error!(job = %id, error = %e, "could not journal an abandoned attempt");
+            }
+        }
     }
 
     fn halt(&self, why: String) {

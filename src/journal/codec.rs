@@ -11,14 +11,20 @@
 use super::event::{Record, RecordRef};
 use super::JournalError;
 
-/// The format this build writes. Readers refuse any other.
-pub const FORMAT_VERSION: u8 = 1;
+/// The newest format this build reads and writes. Readers refuse any
+/// newer one.
+///
+/// A value is written with the oldest version that can hold its event
+/// (version 1 for everything but `requeued`), so journals without the
+/// newer events stay readable by older builds, and an older build meeting a
+/// `requeued` refuses it by its version instead of misreading it.
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Bytes around the postcard body: the version byte and the checksum.
 const OVERHEAD: usize = 1 + 4;
 
 pub fn encode(record: &RecordRef<'_>) -> Result<Vec<u8>, JournalError> {
-    let out = vec![FORMAT_VERSION];
+    let out = vec![record.event.format_version()];
     let mut out = postcard::to_extend(record, out).map_err(|e| JournalError::Encode {
         seq: record.seq,
         reason: e.to_string(),
@@ -40,7 +46,7 @@ pub fn decode(seq: u64, bytes: &[u8]) -> Result<Record, JournalError> {
         )));
     }
     let version = bytes[0];
-    if version != FORMAT_VERSION {
+    if version == 0 || version > FORMAT_VERSION {
         return Err(JournalError::UnknownVersion { seq, version });
     }
 
@@ -65,6 +71,13 @@ pub fn decode(seq: u64, bytes: &[u8]) -> Result<Record, JournalError> {
         return Err(corrupt(format!(
             "record says sequence {} but is stored under {seq}",
             record.seq
+        )));
+    }
+    if record.event.format_version() > version {
+        return Err(corrupt(format!(
+            "{} needs format version {}, the value says {version}",
+            record.event.name(),
+            record.event.format_version()
         )));
     }
     Ok(record)
@@ -120,6 +133,44 @@ mod tests {
             err,
             JournalError::UnknownVersion { seq: 7, version: 9 }
         ));
+    }
+
+    #[test]
+    fn requeued_is_written_as_version_2_and_read_back() {
+        let r = Record {
+            seq: 9,
+            at: 5,
+            subject: Subject::Job("POL-1".into()),
+            event: Event::Job(JobEvent::Requeued {
+                reason: "portal fixed".into(),
+                confirmed_post_submission: false,
+            }),
+        };
+        let bytes = encode(&as_ref(&r)).unwrap();
+        assert_eq!(bytes[0], 2);
+        assert_eq!(decode(9, &bytes).unwrap(), r);
+        // Older events keep version 1, so old readers still read them.
+        assert_eq!(encode(&as_ref(&record())).unwrap()[0], 1);
+    }
+
+    #[test]
+    fn requeued_under_version_1_is_corrupt() {
+        let r = Record {
+            seq: 9,
+            at: 5,
+            subject: Subject::Job("POL-1".into()),
+            event: Event::Job(JobEvent::Requeued {
+                reason: "x".into(),
+                confirmed_post_submission: true,
+            }),
+        };
+        let mut bytes = encode(&as_ref(&r)).unwrap();
+        bytes[0] = 1;
+        let n = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..n]);
+        bytes[n..].copy_from_slice(&crc.to_le_bytes());
+        let err = decode(9, &bytes).unwrap_err();
+        assert!(matches!(err, JournalError::Corrupt { seq: 9, .. }), "{err}");
     }
 
     #[test]

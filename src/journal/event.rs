@@ -127,6 +127,15 @@ pub enum JobEvent {
         proposal_no: Option<String>,
         artifacts: Vec<String>,
     },
+    /// An operator put an ended job back in the queue for a new round of
+    /// attempts (numbered from 1 again). From `failed_login_form` any time;
+    /// from `failed_post_submission` only with `confirmed_post_submission`,
+    /// because the proposal may already exist on the portal. Added in format
+    /// version 2.
+    Requeued {
+        reason: String,
+        confirmed_post_submission: bool,
+    },
 }
 
 impl JobEvent {
@@ -139,11 +148,21 @@ impl JobEvent {
             JobEvent::Completed { .. } => "completed",
             JobEvent::AttemptFailed { .. } => "attempt_failed",
             JobEvent::PostSubmissionFailed { .. } => "post_submission_failed",
+            JobEvent::Requeued { .. } => "requeued",
+        }
+    }
+
+    /// The oldest journal format version that can hold this event.
+    pub fn format_version(&self) -> u8 {
+        match self {
+            JobEvent::Requeued { .. } => 2,
+            _ => 1,
         }
     }
 
     /// Whether the append must reach the disk before it returns: the
-    /// `submitted` promise and every terminal outcome.
+    /// `submitted` promise, every terminal outcome and an operator's
+    /// requeue.
     pub fn is_durable(&self) -> bool {
         !matches!(self, JobEvent::AttemptStarted { .. })
     }
@@ -249,6 +268,14 @@ impl Event {
         match self {
             Event::Job(e) => e.is_durable(),
             Event::Session(_) => false,
+        }
+    }
+
+    /// The oldest journal format version that can hold this event.
+    pub fn format_version(&self) -> u8 {
+        match self {
+            Event::Job(e) => e.format_version(),
+            Event::Session(_) => 1,
         }
     }
 }

@@ -37,7 +37,7 @@ pub enum JournalError {
     Encode { seq: u64, reason: String },
     #[error("journal event at sequence {seq} is corrupt: {reason}")]
     Corrupt { seq: u64, reason: String },
-    #[error("journal event at sequence {seq} has format version {version}, this build reads only version {}", codec::FORMAT_VERSION)]
+    #[error("journal event at sequence {seq} has format version {version}, this build reads versions 1 to {}", codec::FORMAT_VERSION)]
     UnknownVersion { seq: u64, version: u8 },
     #[error("journal key {key:02x?} is not an 8-byte sequence number")]
     BadKey { key: Vec<u8> },

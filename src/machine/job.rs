@@ -8,11 +8,16 @@
 //!                                  └─▶ failed_login_form{n}     when n = max
 //!   submitted ──completed──▶ completed{proposal_no}
 //!   submitted ──post_submission_failed──▶ failed_post_submission
+//!   failed_login_form ──requeued──▶ pending{0, 0}            (a new round)
+//!   failed_post_submission ──requeued(confirmed)──▶ pending{0, 0}
 //! ```
 //!
 //! `completed`, `failed_login_form` and `failed_post_submission` are terminal
-//! and refuse everything. Nothing leads from `submitted` back to an attempt:
-//! that is the rule that keeps a proposal from being raised twice.
+//! and refuse everything but an operator's `requeued` from the two failed
+//! states. Nothing leads from `submitted` back to an attempt: that is the
+//! rule that keeps a proposal from being raised twice. The one door past it
+//! is a requeue of `failed_post_submission` that a person confirmed (with a
+//! reason, journaled) after checking the portal.
 
 use serde::Serialize;
 use statig::prelude::*;
@@ -129,16 +134,49 @@ impl JobLifecycle {
         Super
     }
 
+    /// Ended after every attempt failed before submit; an operator may
+    /// start a new round.
     #[state(superstate = "terminal")]
-    fn failed_login_form(attempts: &u32, last_error: &String) -> Outcome<State> {
+    fn failed_login_form(
+        attempts: &u32,
+        last_error: &String,
+        context: &mut Verdict,
+        event: &JobEvent,
+    ) -> Outcome<State> {
         let _ = (attempts, last_error);
-        Super
+        match event {
+            JobEvent::Requeued { reason, .. } if reason.trim().is_empty() => {
+                context.refuse("a requeue needs a reason")
+            }
+            JobEvent::Requeued { .. } => Transition(State::pending(0, 0)),
+            _ => Super,
+        }
     }
 
+    /// Ended after the save click; a new round only when a person confirmed
+    /// that the portal holds no proposal for it.
     #[state(superstate = "terminal")]
-    fn failed_post_submission(error: &String, proposal_no: &Option<String>) -> Outcome<State> {
+    fn failed_post_submission(
+        error: &String,
+        proposal_no: &Option<String>,
+        context: &mut Verdict,
+        event: &JobEvent,
+    ) -> Outcome<State> {
         let _ = (error, proposal_no);
-        Super
+        match event {
+            JobEvent::Requeued {
+                confirmed_post_submission: false,
+                ..
+            } => context.refuse(
+                "the job failed after submission; a requeue must be confirmed \
+                 (the proposal may exist on the portal)",
+            ),
+            JobEvent::Requeued { reason, .. } if reason.trim().is_empty() => {
+                context.refuse("a confirmed requeue needs a reason")
+            }
+            JobEvent::Requeued { .. } => Transition(State::pending(0, 0)),
+            _ => Super,
+        }
     }
 
     /// Every terminal state refuses every event.
@@ -370,6 +408,83 @@ mod tests {
         assert_eq!(err.state, "blank");
         assert!(err.to_string().contains("not been accepted"));
         assert_eq!(job.status(), None);
+    }
+
+    fn requeued(confirmed: bool) -> JobEvent {
+        JobEvent::Requeued {
+            reason: "portal fixed".into(),
+            confirmed_post_submission: confirmed,
+        }
+    }
+
+    #[test]
+    fn failed_login_form_is_requeued_into_a_new_round() {
+        let mut job = JobMachine::new();
+        job.apply(&accepted(1)).unwrap();
+        job.apply(&JobEvent::AttemptStarted { attempt: 1 }).unwrap();
+        job.apply(&failed(1)).unwrap();
+        assert_eq!(job.status(), Some(Status::FailedLoginForm));
+
+        let no_reason = JobEvent::Requeued {
+            reason: " ".into(),
+            confirmed_post_submission: false,
+        };
+        assert!(job.apply(&no_reason).is_err());
+        job.apply(&requeued(false)).unwrap();
+        assert_eq!(job.status(), Some(Status::Pending));
+        assert_eq!(job.attempts(), 0);
+        assert_eq!(job.not_before(), Some(0));
+        // The new round numbers its attempts from 1 and keeps the maximum.
+        assert!(job.apply(&JobEvent::AttemptStarted { attempt: 2 }).is_err());
+        job.apply(&JobEvent::AttemptStarted { attempt: 1 }).unwrap();
+        job.apply(&failed(1)).unwrap();
+        assert_eq!(job.status(), Some(Status::FailedLoginForm));
+    }
+
+    #[test]
+    fn failed_post_submission_needs_a_confirmed_requeue() {
+        let mut job = JobMachine::new();
+        job.apply(&accepted(3)).unwrap();
+        job.apply(&JobEvent::AttemptStarted { attempt: 1 }).unwrap();
+        job.apply(&JobEvent::Submitted { attempt: 1 }).unwrap();
+        job.apply(&JobEvent::PostSubmissionFailed {
+            stage: "read".into(),
+            error: "500".into(),
+            proposal_no: None,
+            artifacts: vec![],
+        })
+        .unwrap();
+
+        let err = job.apply(&requeued(false)).unwrap_err();
+        assert!(err.why.contains("confirmed"), "{err}");
+        assert_eq!(job.status(), Some(Status::FailedPostSubmission));
+        job.apply(&requeued(true)).unwrap();
+        assert_eq!(job.status(), Some(Status::Pending));
+        job.apply(&JobEvent::AttemptStarted { attempt: 1 }).unwrap();
+    }
+
+    #[test]
+    fn requeue_is_refused_unless_the_job_failed() {
+        let mut job = JobMachine::new();
+        assert!(job.apply(&requeued(true)).is_err());
+        job.apply(&accepted(3)).unwrap();
+        assert!(job.apply(&requeued(true)).is_err());
+        job.apply(&JobEvent::AttemptStarted { attempt: 1 }).unwrap();
+        assert!(job.apply(&requeued(true)).is_err());
+        job.apply(&JobEvent::Submitted { attempt: 1 }).unwrap();
+        assert!(
+            job.apply(&requeued(true)).is_err(),
+            "never out of submitted"
+        );
+        job.apply(&JobEvent::Completed {
+            proposal_no: "R1".into(),
+        })
+        .unwrap();
+        assert!(
+            job.apply(&requeued(true)).is_err(),
+            "never out of completed"
+        );
+        assert_eq!(job.status(), Some(Status::Completed));
     }
 
     #[test]
