@@ -18,6 +18,8 @@
 //! - [`captcha`]: the pluggable captcha solvers.
 //! - [`portal_sim`]: the simulated agent portal that the demo and the tests
 //!   drive, with its ledger and fault switches.
+//! - [`rig`]: formwright with the simulated portal on one machine, as the
+//!   demo and the end-to-end tests run it.
 //! - [`cli`]: the commands of the `formwright` binary, one file each.
 
 pub mod book;
@@ -31,3 +33,4 @@ pub mod journal;
 pub mod machine;
 pub mod portal_sim;
 pub mod profile;
+pub mod rig;
