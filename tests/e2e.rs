@@ -214,6 +214,45 @@ fn clone_check_millis(report: &Report) -> Vec<u64> {
     out
 }
 
+/// The comparison above finds a wrong field, a missing one and a second
+/// proposal; without a browser.
+#[test]
+fn the_ledger_comparison_can_fail() {
+    let jobs: Vec<_> = formwright::rig::example_jobs()
+        .expect("examples")
+        .into_iter()
+        .take(2)
+        .collect();
+    let entry = |doc: &Value| LedgerEntry {
+        proposal_no: "R1".into(),
+        at: chrono::Utc::now(),
+        session: "S0001".into(),
+        fields: expected_fields(doc)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .chain([("StateCode".to_owned(), "KA".to_owned())])
+            .collect(),
+        total_premium: 1,
+        payment_link_sent: true,
+    };
+    let good: Vec<LedgerEntry> = jobs.iter().map(|(_, doc)| entry(doc)).collect();
+    assert_eq!(ledger_mismatches(&jobs, &good), Vec::<String>::new());
+
+    let mut wrong = good.clone();
+    wrong[0]
+        .fields
+        .insert("DateOfBirth".into(), "1982-05-03".into());
+    wrong[1].fields.remove("ODDiscount");
+    let found = ledger_mismatches(&jobs, &wrong);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].contains("DateOfBirth"), "{found:?}");
+    assert!(found[1].contains("ODDiscount"), "{found:?}");
+
+    let twice = [good.clone(), good[..1].to_vec()].concat();
+    let found = ledger_mismatches(&jobs, &twice);
+    assert_eq!(found, [format!("{}: 2 ledger entries", jobs[0].0)]);
+}
+
 // ---- the scenarios ---------------------------------------------------------
 
 /// 1. Twenty example jobs complete; the ledger holds exactly twenty
@@ -373,6 +412,7 @@ async fn b6_a_dropped_rig_closes_every_browser() {
     let work = std::fs::canonicalize(dir.path()).expect("canonical path");
     let options = options(&work, 1);
 
+    let (driver_tx, driver_rx) = tokio::sync::oneshot::channel();
     let test = tokio::spawn(async move {
         let rig = Rig::start(options).await.expect("the rig starts");
         // Wait until the master and a job browser are up: the job is
@@ -383,13 +423,13 @@ async fn b6_a_dropped_rig_closes_every_browser() {
             assert!(Instant::now() < deadline, "no job browser opened");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let driver = rig.portal().driver_pid().await;
-        panic_with(driver)
+        let _ = driver_tx.send(rig.portal().driver_pid().await);
+        panic!("a deliberate panic with the rig running");
     });
-    let driver = match test.await {
-        Err(e) if e.is_panic() => *e.into_panic().downcast::<Option<u32>>().expect("a pid"),
-        other => panic!("the task should have panicked: {other:?}"),
-    };
+    let panicked = test.await.is_err_and(|e| e.is_panic());
+    assert!(panicked, "the task should have panicked");
+    let driver = driver_rx.await.expect("the task saw the browsers up");
+    assert!(driver.is_some(), "a local chromedriver");
 
     let browsers = work.join("browsers");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -415,11 +455,6 @@ fn filling(rig: &Rig) -> bool {
 
 fn has_entries(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
-}
-
-/// Panics with the chromedriver pid as payload, so the caller can check it.
-fn panic_with(driver: Option<u32>) -> ! {
-    std::panic::panic_any(driver)
 }
 
 /// Processes whose command line names a folder under `dir` (the browsers
