@@ -74,19 +74,23 @@ pub enum RigError {
 pub struct RigOptions {
     /// The jobs, fed to intake in this order.
     pub jobs: Vec<(JobId, serde_json::Value)>,
+    /// The portal profile; its `base_url` is replaced by the simulator's.
     pub profile: Profile,
     /// Journal (started afresh), browser profiles and failure evidence.
     pub work_dir: PathBuf,
     /// Attempts running at once.
     pub workers: usize,
+    /// Attempts a job may use before it ends `failed_login_form`.
     pub max_attempts: u32,
     /// Wait before the second attempt; doubled for each later one.
     pub backoff: Duration,
     /// How often the master's login is checked; `None` turns it off.
     pub heartbeat: Option<Duration>,
+    /// Pauses of the master session's recovery ladder.
     pub session: SessionConfig,
     /// A running WebDriver server instead of a local chromedriver.
     pub webdriver_url: Option<String>,
+    /// The simulator's port and account.
     pub sim: SimConfig,
     /// Fault switches set on the portal before the engine starts.
     pub faults: FaultPatch,
@@ -140,10 +144,13 @@ pub fn parse_jobs(text: &str) -> Result<Vec<(JobId, serde_json::Value)>, RigErro
 /// How far the jobs are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
+    /// The rig's jobs.
     pub total: usize,
     /// Jobs in a terminal state.
     pub ended: usize,
+    /// Jobs completed (a subset of `ended`).
     pub completed: usize,
+    /// The master session's state.
     pub session: SessionStatus,
 }
 
@@ -152,7 +159,9 @@ pub struct Progress {
 pub struct Row {
     pub id: JobId,
     pub status: Status,
+    /// Attempts started.
     pub attempts: u32,
+    /// The number the portal gave, when the job read it.
     pub proposal_no: Option<String>,
     /// From the first attempt's start to the outcome.
     pub seconds: Option<f64>,
@@ -218,11 +227,15 @@ impl Report {
 pub struct Rig {
     sim: PortalSim,
     engine: Engine<LivePortal>,
+    /// The engine's portal, kept for its browser-side accessors.
     portal: Arc<LivePortal>,
     recorder: Arc<Recorder>,
+    /// The task running [`Engine::run`].
     runner: JoinHandle<()>,
+    /// The rig's jobs in intake order: what `wait_ended` waits for.
     jobs: Vec<JobId>,
     journal_dir: PathBuf,
+    /// When the engine was started.
     started: Instant,
     /// `started` as journal time.
     started_at: Millis,
