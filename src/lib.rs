@@ -18,6 +18,8 @@
 //! - [`captcha`]: the pluggable captcha solvers.
 //! - [`portal_sim`]: the simulated agent portal that the demo and the tests
 //!   drive, with its ledger and fault switches.
+//! - [`rig`]: formwright with the simulated portal on one machine, as the
+//!   demo and the end-to-end tests run it.
 //! - [`config`]: the daemon's configuration (TOML, `FORMWRIGHT_*`
 //!   overrides, secrets from the environment or a file).
 //! - [`api`]: the HTTP API, metrics and the dashboard (axum).
@@ -37,3 +39,4 @@ pub mod journal;
 pub mod machine;
 pub mod portal_sim;
 pub mod profile;
+pub mod rig;

@@ -664,10 +664,16 @@ impl Profile {
         match submits.as_slice() {
             [] => out.push("steps: no step has phase \"submit\"; exactly one must".into()),
             [one] => {
-                if one.action != Action::Click {
+                if !matches!(one.action, Action::Click | Action::AcceptAlert) {
                     out.push(format!(
-                        "steps: the submit step \"{}\" must be a click, not {}",
+                        "steps: the submit step \"{}\" must be a click or accept_alert, not {}",
                         one.name, one.action
+                    ));
+                }
+                if one.optional {
+                    out.push(format!(
+                        "steps: the submit step \"{}\" cannot be optional",
+                        one.name
                     ));
                 }
             }
@@ -1371,6 +1377,31 @@ into = "proposal_no"
         let msg = Profile::from_toml_str(&two).unwrap_err().to_string();
         assert!(msg.contains("2 steps have phase \"submit\""), "{msg}");
         assert!(msg.contains("\"again\""), "{msg}");
+    }
+
+    #[test]
+    fn submit_step_is_a_click_or_accepting_a_confirm() {
+        let save =
+            "name = \"save\"\nphase = \"submit\"\naction = \"click\"\nselector = \"#btnSave\"";
+        assert!(BASE.contains(save));
+        let confirm = BASE.replace(
+            save,
+            "name = \"save\"\nphase = \"pre_submit\"\naction = \"click\"\nselector = \"#btnSave\"\n\n\
+             [[steps]]\nname = \"confirm\"\nphase = \"submit\"\naction = \"accept_alert\"",
+        );
+        let p = Profile::from_toml_str(&confirm).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.submit_step().map(|s| s.action), Some(Action::AcceptAlert));
+
+        let typed = BASE.replace(save, &save.replace("\"click\"", "\"wait_for\""));
+        let msg = Profile::from_toml_str(&typed).unwrap_err().to_string();
+        assert!(
+            msg.contains("must be a click or accept_alert, not wait_for"),
+            "{msg}"
+        );
+
+        let optional = BASE.replace(save, &format!("{save}\noptional = true"));
+        let msg = Profile::from_toml_str(&optional).unwrap_err().to_string();
+        assert!(msg.contains("cannot be optional"), "{msg}");
     }
 
     #[test]

@@ -638,26 +638,38 @@ async fn expire_sessions_now_logs_everyone_out() {
 }
 
 #[tokio::test]
-async fn expire_every_nth_save_logs_out_after_that_save() {
+async fn expire_every_nth_save_logs_out_once_that_proposal_is_through() {
     let sim = start().await;
     sim.faults().expire_sessions_every(2);
     let mut b = Browser::new(&sim);
     b.login(&sim).await;
     let form = prepare(&mut b, &client_form()).await;
-    assert_eq!(save(&mut b, &form).await.json()["ok"], true);
-    assert!(b
-        .get("/Home/Dashboard")
-        .await
-        .text()
-        .contains("divMainMotors"));
-    assert_eq!(
-        save(&mut b, &form).await.json()["ok"],
-        true,
-        "the 2nd save itself succeeds"
+    let logged_in = |page: Answer| page.text().contains("divMainMotors");
+
+    let first = save(&mut b, &form).await.json();
+    assert_eq!(first["ok"], true);
+    send_link(&mut b, &first).await;
+    assert!(logged_in(b.get("/Home/Dashboard").await));
+
+    let second = save(&mut b, &form).await.json();
+    assert_eq!(second["ok"], true, "the 2nd save itself succeeds");
+    assert!(
+        logged_in(b.get("/Home/Dashboard").await),
+        "the 2nd proposal's flow is not through yet"
     );
+    send_link(&mut b, &second).await;
     assert!(b.get("/Home/Dashboard").await.is_login_form());
     assert_eq!(sim.ledger().len(), 2);
     sim.shutdown().await;
+}
+
+async fn send_link(b: &mut Browser, saved: &serde_json::Value) {
+    let number = saved["proposalNo"].as_str().unwrap_or_default();
+    let link = b
+        .post("/TwoWheeler/SendPaymentLink", &[("ProposalNo", number)])
+        .await
+        .json();
+    assert_eq!(link["ok"], true, "the payment link of {number}");
 }
 
 #[tokio::test]

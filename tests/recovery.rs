@@ -3,85 +3,59 @@
 //! corrupted profile, logins refused until everything fails, the heartbeat.
 //! Each test prints the time each recovery level took.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use formwright::book::{Recorder, Recovery, RecoveryOutcome};
-use formwright::browser::portal::{backup_path, LivePortal, LiveSettings};
-use formwright::browser::{BrowserConfig, Credentials};
+use formwright::book::{Recovery, RecoveryOutcome};
+use formwright::browser::portal::{backup_path, LivePortal};
 use formwright::engine::alerts::AlertConfig;
 use formwright::engine::session::{Health, SessionConfig};
-use formwright::engine::{Engine, EngineConfig};
+use formwright::engine::Engine;
 use formwright::journal::{JobId, Level};
 use formwright::machine::job::Status;
-use formwright::portal_sim::{PortalSim, SimConfig};
-use formwright::profile::Profile;
+use formwright::portal_sim::PortalSim;
+use formwright::rig::{example_jobs, Rig, RigOptions};
 
-/// The simulated portal, the engine on real browsers, and a way to stop
-/// both even when an assertion fails.
+/// The rig with no jobs at first, and the example jobs to take later.
 struct Stage {
-    sim: Option<PortalSim>,
-    engine: Engine<LivePortal>,
-    portal: Arc<LivePortal>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    rig: Rig,
     jobs: Vec<(JobId, String)>,
     _dir: tempfile::TempDir,
 }
 
 impl Stage {
-    async fn start(config: EngineConfig) -> Stage {
-        for bin in [
-            "/usr/bin/chromium",
-            "/usr/bin/chromedriver",
-            "/usr/bin/tesseract",
-        ] {
-            assert!(
-                Path::new(bin).exists(),
-                "{bin} is missing: run scripts/setup (apt packages chromium, chromium-driver, tesseract-ocr)"
-            );
-        }
+    async fn start(config: Config) -> Stage {
         let dir = tempfile::tempdir().unwrap();
-        let sim = PortalSim::start(SimConfig::default()).await.unwrap();
-        let (recorder, _) = Recorder::open(dir.path().join("journal")).unwrap();
-        let sim_config = SimConfig::default();
-        let profile = Profile::from_toml_str(formwright::cli::demo::SIM_PROFILE).unwrap();
-        let portal = Arc::new(
-            LivePortal::new(LiveSettings {
-                browser: BrowserConfig {
-                    work_dir: dir.path().join("browsers"),
-                    ..BrowserConfig::default()
-                },
-                profile,
-                base_url: sim.url(),
-                credentials: Credentials::new(sim_config.username, sim_config.password),
-                artifacts_dir: dir.path().join("artifacts"),
-            })
-            .unwrap(),
-        );
-        let engine = Engine::new(Arc::new(recorder), Arc::clone(&portal), config);
-        let task = {
-            let engine = engine.clone();
-            tokio::spawn(async move { engine.run().await })
-        };
-        let jobs = formwright::cli::demo::parse_jobs(formwright::cli::demo::EXAMPLE_JOBS)
+        let mut options = RigOptions::new(dir.path()).unwrap();
+        options.jobs = Vec::new();
+        options.heartbeat = config.heartbeat;
+        options.backoff = Duration::from_millis(500);
+        options.session = config.session;
+        options.alerts = config.alerts;
+        let rig = Rig::start(options).await.unwrap();
+        let jobs = example_jobs()
             .unwrap()
             .into_iter()
             .map(|(id, doc)| (id, doc.to_string()))
             .collect();
         Stage {
-            sim: Some(sim),
-            engine,
-            portal,
-            task: Some(task),
+            rig,
             jobs,
             _dir: dir,
         }
     }
 
     fn sim(&self) -> &PortalSim {
-        self.sim.as_ref().unwrap()
+        self.rig.sim()
+    }
+
+    fn engine(&self) -> &Engine<LivePortal> {
+        self.rig.engine()
+    }
+
+    fn portal(&self) -> &LivePortal {
+        self.rig.portal()
     }
 
     /// Takes the first `n` example jobs; returns their ids.
@@ -89,22 +63,22 @@ impl Stage {
         self.jobs[..n]
             .iter()
             .map(|(id, doc)| {
-                self.engine.intake(id, doc).unwrap();
+                self.engine().intake(id, doc).unwrap();
                 id.clone()
             })
             .collect()
     }
 
     fn status(&self, id: &JobId) -> Status {
-        self.engine.recorder().book().job(id).unwrap().status()
+        self.engine().recorder().book().job(id).unwrap().status()
     }
 
     fn recoveries(&self) -> Vec<Recovery> {
-        self.engine.recorder().book().session.recoveries.clone()
+        self.engine().recorder().book().session.recoveries.clone()
     }
 
     async fn wait_up(&self, generation: u64, within: Duration) {
-        let mut health = self.engine.session().subscribe();
+        let mut health = self.engine().session().subscribe();
         let reached = tokio::time::timeout(
             within,
             health.wait_for(|h| matches!(h, Health::Up(g) if *g >= generation)),
@@ -113,50 +87,33 @@ impl Stage {
         assert!(
             matches!(reached, Ok(Ok(_))),
             "the master never reached generation {generation}: {:?}",
-            self.engine.session().health()
+            self.engine().session().health()
         );
     }
 
-    fn assert_no_duplicates(&self) {
-        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-        for entry in self.sim().ledger() {
-            *seen.entry(entry.fields["ChassisNo"].clone()).or_default() += 1;
-        }
-        assert!(
-            seen.values().all(|n| *n == 1),
-            "duplicates in the ledger: {seen:?}"
-        );
-    }
-
-    async fn stop(mut self) {
-        self.engine.shutdown();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
-        }
-        if let Some(sim) = self.sim.take() {
-            sim.shutdown().await;
-        }
+    /// Stops everything; asserts the ledger holds no proposal twice and the
+    /// journal replays clean.
+    async fn finish(self) {
+        let report = self.rig.finish().await.unwrap();
+        assert_eq!(report.duplicates, 0, "duplicates in the ledger");
+        assert!(report.replay_ok(), "the journal replays clean");
     }
 }
 
-impl Drop for Stage {
-    /// A failed assertion still ends the browsers: the engine's shutdown
-    /// closes them and kills chromedriver.
-    fn drop(&mut self) {
-        self.engine.shutdown();
-    }
+struct Config {
+    heartbeat: Option<Duration>,
+    session: SessionConfig,
+    alerts: AlertConfig,
 }
 
-fn config() -> EngineConfig {
-    EngineConfig {
-        workers: 3,
-        backoff: Duration::from_millis(500),
+fn config() -> Config {
+    Config {
         heartbeat: None,
         session: SessionConfig {
             try_pause: Duration::from_millis(200),
             cooldown: Duration::from_secs(2),
         },
-        ..EngineConfig::default()
+        alerts: AlertConfig::default(),
     }
 }
 
@@ -201,7 +158,7 @@ async fn an_expiry_met_by_three_jobs_is_one_soft_recovery() {
         .expect("three jobs filling at once");
     assert!(stage.sim().faults().expire_sessions_now() > 0);
 
-    assert!(stage.engine.wait_idle(Duration::from_secs(240)).await);
+    assert!(stage.engine().wait_idle(Duration::from_secs(240)).await);
     for id in &jobs {
         assert_eq!(stage.status(id), Status::Completed, "{id}");
     }
@@ -210,20 +167,23 @@ async fn an_expiry_met_by_three_jobs_is_one_soft_recovery() {
     assert_eq!(tries(&recoveries[0]), vec![(Level::Soft, 1, true)]);
     assert!(recoveries[0].trigger.starts_with("job "));
     assert!(
-        stage.portal.masters_opened() <= 2,
+        stage.portal().masters_opened() <= 2,
         "a recovery opens at most one browser"
     );
     assert_eq!(stage.sim().ledger().len(), 3);
-    stage.assert_no_duplicates();
     print_durations("expired session", &recoveries[0]);
-    stage.stop().await;
+    stage.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_browser_is_replaced_by_a_hard_recovery() {
     let stage = Stage::start(config()).await;
     stage.wait_up(1, Duration::from_secs(60)).await;
-    let pid = stage.portal.master_pid().await.expect("local chromium pid");
+    let pid = stage
+        .portal()
+        .master_pid()
+        .await
+        .expect("local chromium pid");
     // SAFETY-free: kill(2) on a pid we started; SIGKILL as a crash would.
     let killed = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
@@ -232,7 +192,7 @@ async fn a_killed_master_browser_is_replaced_by_a_hard_recovery() {
     assert!(killed.success());
 
     let jobs = stage.intake(2);
-    assert!(stage.engine.wait_idle(Duration::from_secs(240)).await);
+    assert!(stage.engine().wait_idle(Duration::from_secs(240)).await);
     for id in &jobs {
         assert_eq!(stage.status(id), Status::Completed, "{id}");
     }
@@ -248,14 +208,13 @@ async fn a_killed_master_browser_is_replaced_by_a_hard_recovery() {
             (Level::Hard, 1, true)
         ]
     );
-    stage.assert_no_duplicates();
     print_durations("killed master", &recoveries[0]);
-    stage.stop().await;
+    stage.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_profile_is_healed_by_a_nuclear_recovery() {
-    let stage = Stage::start(EngineConfig {
+    let stage = Stage::start(Config {
         heartbeat: Some(Duration::from_millis(500)),
         ..config()
     })
@@ -265,7 +224,7 @@ async fn a_corrupted_profile_is_healed_by_a_nuclear_recovery() {
     // Garbage over the master's profile files, and a portal that refuses
     // every login until a fresh profile is used: soft x3 and hard x2 fail,
     // nuclear gets in.
-    let profile_dir = stage.portal.settings().browser.master_profile_dir();
+    let profile_dir = stage.portal().settings().browser.master_profile_dir();
     let mut corrupted = 0;
     for entry in walk(&profile_dir) {
         if std::fs::write(&entry, b"\x00garbage\xff").is_ok() {
@@ -319,22 +278,22 @@ async fn a_corrupted_profile_is_healed_by_a_nuclear_recovery() {
         !backup.exists(),
         "a successful nuclear try deletes the backup"
     );
-    let alerts = stage.engine.session().alerts().history();
+    let alerts = stage.engine().session().alerts().history();
     assert!(alerts
         .iter()
         .any(|a| a.text.contains("fresh browser profile")));
 
     let jobs = stage.intake(1);
-    assert!(stage.engine.wait_idle(Duration::from_secs(120)).await);
+    assert!(stage.engine().wait_idle(Duration::from_secs(120)).await);
     assert_eq!(stage.status(&jobs[0]), Status::Completed);
     print_durations("corrupted profile", last);
-    stage.stop().await;
+    stage.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_always_refused_end_down_with_one_alert_and_heal_later() {
     let receiver = WebhookReceiver::start().await;
-    let stage = Stage::start(EngineConfig {
+    let stage = Stage::start(Config {
         alerts: AlertConfig {
             webhook: Some(receiver.url.clone()),
             ..AlertConfig::default()
@@ -347,14 +306,14 @@ async fn logins_always_refused_end_down_with_one_alert_and_heal_later() {
     })
     .await;
     stage.wait_up(1, Duration::from_secs(60)).await;
-    let profile_dir = stage.portal.settings().browser.master_profile_dir();
+    let profile_dir = stage.portal().settings().browser.master_profile_dir();
 
     stage.sim().faults().fail_all_logins(true);
     stage.sim().faults().expire_sessions_now();
     let jobs = stage.intake(2);
 
     let down = async {
-        while stage.engine.session().health() != Health::Down {
+        while stage.engine().session().health() != Health::Down {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
@@ -393,7 +352,7 @@ async fn logins_always_refused_end_down_with_one_alert_and_heal_later() {
     // The portal lets logins through again: after the cool-down a new
     // ladder brings the session back and the jobs complete.
     stage.sim().faults().fail_all_logins(false);
-    assert!(stage.engine.wait_idle(Duration::from_secs(240)).await);
+    assert!(stage.engine().wait_idle(Duration::from_secs(240)).await);
     for id in &jobs {
         assert_eq!(stage.status(id), Status::Completed, "{id}");
     }
@@ -401,15 +360,14 @@ async fn logins_always_refused_end_down_with_one_alert_and_heal_later() {
         .recoveries()
         .iter()
         .any(|r| r.outcome == RecoveryOutcome::Recovered));
-    stage.assert_no_duplicates();
     assert_eq!(receiver.bodies().len(), 1, "no second critical alert");
     print_durations("logins refused", first);
-    stage.stop().await;
+    stage.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeat_heals_an_expiry_with_no_job_in_flight() {
-    let stage = Stage::start(EngineConfig {
+    let stage = Stage::start(Config {
         heartbeat: Some(Duration::from_millis(500)),
         ..config()
     })
@@ -426,7 +384,7 @@ async fn the_heartbeat_heals_an_expiry_with_no_job_in_flight() {
         "heartbeat: expiry healed {} ms after it happened",
         started.elapsed().as_millis()
     );
-    stage.stop().await;
+    stage.finish().await;
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -153,7 +153,7 @@ pub struct JobBrowser {
     job_dir: PathBuf,
     mode: CloneMode,
     cookies_added: usize,
-    submit: Option<fantoccini::elements::Element>,
+    submit: Option<super::steps::PreparedSubmit>,
 }
 
 impl JobBrowser {
@@ -350,19 +350,21 @@ impl JobBrowser {
         Ok(timings)
     }
 
-    /// Readies the submit click: waits until the submit step's element is
-    /// displayed and no loading mask is up. Run before the engine journals
-    /// `submitted`; a failure here is still a pre-submit failure.
+    /// Readies the submit step: waits until its element is displayed and no
+    /// loading mask is up, or (for `accept_alert`) until the confirm is
+    /// open. Run before the engine journals `submitted`; a failure here is
+    /// still a pre-submit failure.
     pub async fn prepare_submit(&mut self, fields: &FieldValues) -> Result<(), StepError> {
         let runner = self.runner()?;
-        let element = runner.prepare_submit(fields).await?;
-        self.submit = Some(element);
+        let prepared = runner.prepare_submit(fields).await?;
+        self.submit = Some(prepared);
         Ok(())
     }
 
-    /// The submit click, once, on the element [`prepare_submit`]
-    /// (Self::prepare_submit) found; nothing else. Never retried: from here
-    /// on any failure ends the job `failed_post_submission`.
+    /// The submit step, once, on what [`prepare_submit`]
+    /// (Self::prepare_submit) found (the click, or accepting the confirm);
+    /// nothing else. Never retried: from here on any failure ends the job
+    /// `failed_post_submission`.
     pub async fn click_submit(&mut self) -> Result<StepTiming, StepError> {
         let prepared = self.submit.take();
         self.runner()?.click_submit(prepared).await

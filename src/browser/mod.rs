@@ -26,9 +26,10 @@
 //! JobBrowser::clone_from   fresh copy of the master's login
 //! check_session            Expired -> join/start a recovery, fail the attempt
 //! run_phase(PreSubmit)     fill the form
-//! prepare_submit           submit element displayed, no mask
+//! prepare_submit           submit element displayed, no mask (or, for an
+//!                          accept_alert submit, the save confirm open)
 //!   [engine journals `submitted` and flushes]
-//! click_submit             the one click
+//! click_submit             the one click (or the confirm accepted)
 //! run_phase(PostSubmit)    read proposal_no (failures: failed_post_submission)
 //! close                    always; Drop is only the safety net
 //! ```

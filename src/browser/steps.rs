@@ -843,9 +843,15 @@ return { count: opts.length, chosen: opt !== null };"#;
     }
 
     async fn accept_alert(&self, clock: Clock) -> Result<(), StepFailure> {
+        self.alert_shown(clock).await?;
+        self.client.accept_alert().await.map_err(failure_of)
+    }
+
+    /// Waits until a JS alert or confirm is open.
+    async fn alert_shown(&self, clock: Clock) -> Result<(), StepFailure> {
         loop {
             match self.client.get_alert_text().await {
-                Ok(_) => return self.client.accept_alert().await.map_err(failure_of),
+                Ok(_) => return Ok(()),
                 Err(e) if e.is_no_such_alert() => {}
                 Err(e) => return Err(failure_of(e)),
             }
@@ -911,8 +917,13 @@ return { count: opts.length, chosen: opt !== null };"#;
         }
     }
 
-    /// Waits until the submit element is displayed and no mask is up.
-    pub(crate) async fn prepare_submit(&self, fields: &FieldValues) -> Result<Element, StepError> {
+    /// Readies the submit step: for a click, waits until its element is
+    /// displayed and no mask is up; for `accept_alert`, waits until the
+    /// confirm is open. Touches nothing the portal could act on.
+    pub(crate) async fn prepare_submit(
+        &self,
+        fields: &FieldValues,
+    ) -> Result<PreparedSubmit, StepError> {
         let Some(step) = self.profile.submit_step() else {
             // Profile loading guarantees one; a hand-built profile may not.
             return Err(StepError {
@@ -924,42 +935,63 @@ return { count: opts.length, chosen: opt !== null };"#;
             });
         };
         let clock = Clock::new(step.timeout());
-        debug!(step = %step.name, "preparing the submit click");
+        debug!(step = %step.name, "preparing the submit step");
         let r =
             Resolved::of(step, fields).map_err(|f| Self::error(step, step.selector.clone(), f))?;
         let found = async {
+            if step.action == Action::AcceptAlert {
+                self.alert_shown(clock).await?;
+                return Ok(PreparedSubmit::Accept);
+            }
             self.mask_gone(&self.profile.mask, clock).await?;
             let el = self.displayed(r.selector(), clock).await?;
             self.mask_gone(&self.profile.mask, clock).await?;
-            Ok(el)
+            Ok(PreparedSubmit::Click(el))
         }
         .await;
         found.map_err(|f| Self::error(step, r.shown_target.clone(), f))
     }
 
-    /// The submit click, once.
-    pub(crate) async fn click_submit(&self, el: Option<Element>) -> Result<StepTiming, StepError> {
+    /// The submit step, once: the click, or accepting the confirm.
+    pub(crate) async fn click_submit(
+        &self,
+        prepared: Option<PreparedSubmit>,
+    ) -> Result<StepTiming, StepError> {
         let started = Instant::now();
         let step = self.profile.submit_step();
         let name = step.map_or_else(|| "(submit)".to_string(), |s| s.name.clone());
+        let action = step.map_or(Action::Click, |s| s.action);
         let fail = |failure| StepError {
             step: name.clone(),
-            action: Some(Action::Click),
+            action: Some(action),
             selector: step.and_then(|s| s.selector.clone()),
             phase: Some(Phase::Submit),
             failure,
         };
-        let el = el.ok_or_else(|| fail(StepFailure::NotPrepared))?;
-        debug!(step = %name, "submit click");
-        el.click().await.map_err(|e| fail(failure_of(e)))?;
+        let prepared = prepared.ok_or_else(|| fail(StepFailure::NotPrepared))?;
+        debug!(step = %name, "submit");
+        let done = match prepared {
+            PreparedSubmit::Click(el) => el.click().await,
+            PreparedSubmit::Accept => self.client.accept_alert().await,
+        };
+        done.map_err(|e| fail(failure_of(e)))?;
         Ok(StepTiming {
             step: name.clone(),
-            action: Action::Click,
+            action,
             phase: Phase::Submit,
             elapsed: started.elapsed(),
             skipped: false,
         })
     }
+}
+
+/// The submit step, readied: what the one submit action will act on.
+#[derive(Debug)]
+pub(crate) enum PreparedSubmit {
+    /// The element to click.
+    Click(Element),
+    /// The open confirm to accept.
+    Accept,
 }
 
 /// Focuses an element by script. Typing focuses the field first, then

@@ -4,9 +4,9 @@
 //! `POST /__admin/faults` and a [`FaultPatch`] as JSON. All are off by
 //! default except the fast-typing drop, which the real portal has.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +38,9 @@ pub struct FaultState {
     /// widen it (around 200 ms still lets the profile's 150 ms pause through
     /// on this machine, where a paused hand-over took about 250 ms).
     pub fast_typing_window_ms: u64,
-    /// Expire every session right after each N-th saved proposal; 0 is off.
+    /// Expire every session after each N-th saved proposal; 0 is off. The
+    /// expiry waits until no proposal is between its premium and its
+    /// payment link (see [`ExpiryWatch`]).
     pub expire_sessions_every_n_saves: u32,
     /// This many coming logins fail even with the right password.
     pub fail_next_logins: u32,
@@ -273,6 +275,60 @@ impl Faults {
     }
 }
 
+/// Carries out the "expire every N saves" switch at a moment between
+/// proposals.
+///
+/// An expiry that lands between a flow's premium and its save cannot be
+/// told from a lost save (formwright has journaled `submitted` by then and
+/// must fail the job for manual review), and one between the save and the
+/// payment link fails a proposal that exists. Both are real hazards, with
+/// their own tests; this switch is for watching recovery, so it waits until
+/// no flow is in that final stretch. A flow that has stood still in it for
+/// [`ExpiryWatch::STALE`] (its browser gave up) no longer holds it back.
+#[derive(Debug, Default)]
+pub(crate) struct ExpiryWatch {
+    /// The N-th proposal was saved and the sessions are still to end.
+    due: bool,
+    /// Flows in their final stretch, by quote id (premium calculated) or
+    /// proposal number (saved, payment link not sent), since when.
+    open: HashMap<String, Instant>,
+}
+
+impl ExpiryWatch {
+    pub(crate) const STALE: Duration = Duration::from_secs(60);
+
+    /// A premium was calculated: the flow holding `quote_id` is about to
+    /// save.
+    pub(crate) fn quoted(&mut self, quote_id: &str) {
+        self.open.insert(quote_id.to_owned(), Instant::now());
+    }
+
+    /// A proposal was saved from `quote_id`; `due` when it was an N-th.
+    pub(crate) fn saved(&mut self, quote_id: &str, proposal_no: &str, due: bool) {
+        self.open.remove(quote_id);
+        self.open.insert(proposal_no.to_owned(), Instant::now());
+        self.due |= due;
+    }
+
+    /// The payment link of `proposal_no` was sent: its flow is through.
+    pub(crate) fn link_sent(&mut self, proposal_no: &str) {
+        self.open.remove(proposal_no);
+    }
+
+    /// Whether the sessions are to end now; clears the due flag if so.
+    pub(crate) fn take_due(&mut self) -> bool {
+        if !self.due {
+            return false;
+        }
+        self.open.retain(|_, since| since.elapsed() < Self::STALE);
+        if self.open.is_empty() {
+            self.due = false;
+            return true;
+        }
+        false
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -292,6 +348,35 @@ mod tests {
         assert_eq!(state.after_save, AfterSave::Hang);
         assert!(state.fast_typing_drop);
         assert_eq!(state.page_delay_ms, 0);
+    }
+
+    #[test]
+    fn a_due_expiry_waits_for_flows_in_their_final_stretch() {
+        let mut watch = ExpiryWatch::default();
+        watch.quoted("Q1");
+        watch.quoted("Q2");
+        assert!(!watch.take_due(), "nothing is due yet");
+        watch.saved("Q1", "R1", true);
+        assert!(
+            !watch.take_due(),
+            "Q2 is about to save, R1 to send its link"
+        );
+        watch.saved("Q2", "R2", false);
+        watch.link_sent("R1");
+        assert!(!watch.take_due(), "R2 has not sent its link");
+        watch.link_sent("R2");
+        assert!(watch.take_due());
+        assert!(!watch.take_due(), "one expiry per due save");
+    }
+
+    #[test]
+    fn a_stale_flow_does_not_hold_a_due_expiry_back() {
+        let mut watch = ExpiryWatch::default();
+        watch.saved("Q1", "R1", true);
+        if let Some(since) = watch.open.get_mut("R1") {
+            *since -= ExpiryWatch::STALE;
+        }
+        assert!(watch.take_due());
     }
 
     #[test]

@@ -51,6 +51,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use faults::ExpiryWatch;
 pub use faults::{AfterSave, FaultPatch, FaultState, Faults};
 pub use ledger::LedgerEntry;
 
@@ -87,6 +88,9 @@ pub(crate) struct Shared {
     faults: Mutex<FaultState>,
     sessions: Mutex<SessionStore>,
     ledger: Mutex<Vec<LedgerEntry>>,
+    /// The "expire every N saves" switch, waiting for a moment between
+    /// proposals.
+    expiry: Mutex<ExpiryWatch>,
     painter: CaptchaPainter,
     next_proposal: AtomicU64,
 }
@@ -98,6 +102,19 @@ impl Shared {
         lock(&self.sessions).expire_all();
         lock(&self.ledger).clear();
         *lock(&self.faults) = FaultState::default();
+        *lock(&self.expiry) = ExpiryWatch::default();
+    }
+
+    /// Ends every session if the "expire every N saves" switch is due and
+    /// no proposal flow is in its final stretch.
+    fn expire_if_due(&self) {
+        if lock(&self.expiry).take_due() {
+            let n = lock(&self.sessions).expire_all();
+            warn!(
+                sessions = n,
+                "fault switch: expired every session after an N-th save"
+            );
+        }
     }
 }
 
@@ -150,6 +167,7 @@ impl PortalSim {
             faults: Mutex::new(FaultState::default()),
             sessions: Mutex::new(SessionStore::new(config.idle_timeout)),
             ledger: Mutex::new(Vec::new()),
+            expiry: Mutex::new(ExpiryWatch::default()),
             painter,
             next_proposal: AtomicU64::new(1),
             config,

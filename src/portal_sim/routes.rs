@@ -65,7 +65,10 @@ pub fn router(shared: AppState) -> Router {
         .route("/__admin/sessions", get(admin_sessions))
         .route("/__admin/ledger", get(admin_ledger))
         .route("/__admin/reset", post(admin_reset))
-        .layer(middleware::from_fn_with_state(shared.clone(), page_delay))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            around_each_request,
+        ))
         .with_state(shared)
 }
 
@@ -83,15 +86,20 @@ fn redirect(to: &str) -> Response {
     resp
 }
 
-/// The "delay every page" fault switch.
-async fn page_delay(State(shared): State<AppState>, req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/__admin") {
-        let delay = lock(&shared.faults).page_delay_ms;
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
+/// The fault switches that act around every request: "delay every page",
+/// and the due session expiry of "expire every N saves".
+async fn around_each_request(State(shared): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/__admin") {
+        return next.run(req).await;
     }
-    next.run(req).await
+    let delay = lock(&shared.faults).page_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    shared.expire_if_due();
+    let resp = next.run(req).await;
+    shared.expire_if_due();
+    resp
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -549,6 +557,7 @@ async fn calculate_premium(
             Err(errors) => errors_json(errors),
             Ok(premium) => {
                 let quote_id = format!("Q{}", session::token(12).to_uppercase());
+                lock(&shared.expiry).quoted(&quote_id);
                 s.quotes.insert(
                     quote_id.clone(),
                     Quote {
@@ -592,12 +601,11 @@ async fn save_proposal(
     };
     let faults = lock(&shared.faults).clone();
     let every = faults.expire_sessions_every_n_saves as usize;
-    if every > 0 && saved % every == 0 {
-        let n = lock(&shared.sessions).expire_all();
-        warn!(
-            sessions = n,
-            "fault switch: expired every session after save {saved}"
-        );
+    let quote_id = form.get("QuoteId").map_or("", |v| v.trim());
+    let due = every > 0 && saved % every == 0;
+    lock(&shared.expiry).saved(quote_id, &entry.proposal_no, due);
+    if due {
+        warn!("fault switch: every session ends after save {saved}, between proposals");
     }
 
     match faults.after_save {
@@ -681,6 +689,7 @@ async fn send_payment_link(
         match entry {
             Some(entry) => {
                 entry.payment_link_sent = true;
+                lock(&shared.expiry).link_sent(&entry.proposal_no);
                 Json(json!({
                     "ok": true,
                     "message": "Payment link sent to the customer's mobile and email",
