@@ -469,12 +469,22 @@ pub struct ReplayReport {
 
 /// Replays `journal` into a fresh book.
 pub fn replay(journal: &Journal) -> (Book, ReplayReport) {
+    replay_observing(journal, |_| {})
+}
+
+/// Replays `journal`, showing each readable record to `observe` before the
+/// book applies it (the invariant checker reads along this way).
+pub fn replay_observing(
+    journal: &Journal,
+    mut observe: impl FnMut(&Record),
+) -> (Book, ReplayReport) {
     let mut book = Book::default();
     let mut report = ReplayReport::default();
     for item in journal.iter() {
         match item {
             Ok(record) => {
                 report.events += 1;
+                observe(&record);
                 let (seq, subject) = (record.seq, record.subject.clone());
                 if let Err(source) = book.apply(record) {
                     report

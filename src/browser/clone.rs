@@ -415,18 +415,12 @@ impl JobBrowser {
 
     /// A PNG of the current page, for failure artifacts.
     pub async fn screenshot(&self) -> Result<Vec<u8>, BrowserError> {
-        self.client()?
-            .screenshot()
-            .await
-            .map_err(|e| BrowserError::cmd("taking a screenshot", e))
+        self.session.screenshot().await
     }
 
     /// The current page's HTML, for failure artifacts.
     pub async fn page_source(&self) -> Result<String, BrowserError> {
-        self.client()?
-            .source()
-            .await
-            .map_err(|e| BrowserError::cmd("reading the page source", e))
+        self.session.page_source().await
     }
 
     /// The current page's URL.

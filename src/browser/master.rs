@@ -400,18 +400,12 @@ impl Master {
 
     /// A PNG of the current page.
     pub async fn screenshot(&self) -> Result<Vec<u8>, BrowserError> {
-        self.client()?
-            .screenshot()
-            .await
-            .map_err(|e| BrowserError::cmd("taking a screenshot of the master", e))
+        self.session.screenshot().await
     }
 
     /// The current page's HTML.
     pub async fn page_source(&self) -> Result<String, BrowserError> {
-        self.client()?
-            .source()
-            .await
-            .map_err(|e| BrowserError::cmd("reading the master's page", e))
+        self.session.page_source().await
     }
 
     /// Ends the master browser; its profile folder stays.

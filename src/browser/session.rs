@@ -75,6 +75,24 @@ impl Session {
         self.pid
     }
 
+    /// A PNG of the current page.
+    pub(crate) async fn screenshot(&self) -> Result<Vec<u8>, BrowserError> {
+        let doing = format!("taking a screenshot of the {} browser", self.label);
+        self.client()?
+            .screenshot()
+            .await
+            .map_err(|e| BrowserError::cmd(doing, e))
+    }
+
+    /// The current page's HTML.
+    pub(crate) async fn page_source(&self) -> Result<String, BrowserError> {
+        let doing = format!("reading the {} browser's page", self.label);
+        self.client()?
+            .source()
+            .await
+            .map_err(|e| BrowserError::cmd(doing, e))
+    }
+
     pub(crate) fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
     }

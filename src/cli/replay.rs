@@ -48,23 +48,7 @@ pub fn check(dir: &Path) -> anyhow::Result<Verdict> {
     let journal =
         Journal::open(dir).with_context(|| format!("opening journal {}", dir.display()))?;
     let mut checker = Checker::new();
-    let mut book = Book::default();
-    let mut report = book::ReplayReport::default();
-    for item in journal.iter() {
-        match item {
-            Ok(record) => {
-                report.events += 1;
-                checker.observe(&record);
-                let (seq, subject) = (record.seq, record.subject.clone());
-                if let Err(source) = book.apply(record) {
-                    report
-                        .refused
-                        .push((seq, RecordError::Refused { subject, source }));
-                }
-            }
-            Err(e) => report.unreadable.push(e),
-        }
-    }
+    let (book, report) = book::replay_observing(&journal, |record| checker.observe(record));
     Ok(Verdict {
         book,
         events: report.events,

@@ -267,17 +267,7 @@ impl JobMachine {
 
     /// Applies `event`, or refuses it and leaves the state unchanged.
     pub fn apply(&mut self, event: &JobEvent) -> Result<(), TransitionError> {
-        let mut verdict = Verdict::default();
-        let before = self.inner.state().clone();
-        self.inner.handle_with_context(event, &mut verdict);
-        match verdict.take() {
-            None => Ok(()),
-            Some(why) => Err(TransitionError {
-                state: describe(&before),
-                event: event.name(),
-                why,
-            }),
-        }
+        super::decide(&mut self.inner, event, event.name(), describe)
     }
 
     /// Whether `event` would be accepted, without applying it.

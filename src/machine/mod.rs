@@ -36,3 +36,30 @@ impl Verdict {
         self.refusal.take()
     }
 }
+
+/// Hands `event` to a statig machine whose context is a [`Verdict`], and
+/// turns a refusal into a [`TransitionError`] naming the state it was
+/// refused in. Both machines' `apply` are this.
+fn decide<M, E>(
+    machine: &mut statig::blocking::StateMachine<M>,
+    event: &E,
+    event_name: &'static str,
+    describe: impl Fn(&M::State) -> String,
+) -> Result<(), TransitionError>
+where
+    M: for<'evt, 'ctx> statig::blocking::IntoStateMachine<Event<'evt> = E, Context<'ctx> = Verdict>,
+    M::State: statig::blocking::State<M> + Clone,
+    for<'sub> M::Superstate<'sub>: statig::blocking::Superstate<M>,
+{
+    let mut verdict = Verdict::default();
+    let before = machine.state().clone();
+    machine.handle_with_context(event, &mut verdict);
+    match verdict.take() {
+        None => Ok(()),
+        Some(why) => Err(TransitionError {
+            state: describe(&before),
+            event: event_name,
+            why,
+        }),
+    }
+}

@@ -140,17 +140,7 @@ impl SessionMachine {
     }
 
     pub fn apply(&mut self, event: &SessionEvent) -> Result<(), TransitionError> {
-        let mut verdict = Verdict::default();
-        let before = self.inner.state().clone();
-        self.inner.handle_with_context(event, &mut verdict);
-        match verdict.take() {
-            None => Ok(()),
-            Some(why) => Err(TransitionError {
-                state: describe(&before),
-                event: event.name(),
-                why,
-            }),
-        }
+        super::decide(&mut self.inner, event, event.name(), describe)
     }
 
     pub fn check(&self, event: &SessionEvent) -> Result<(), TransitionError> {
