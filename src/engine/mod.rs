@@ -7,7 +7,7 @@
 //!
 //! ```text
 //!   attempt_started ─ open a clone ─ check it ─ fill ─ [submitted, durable]
-//!        ─ click save ─ read the proposal number ─ completed
+//!        ─ the submit step ─ read the proposal number ─ completed
 //! ```
 //!
 //! A failure before `submitted` is journaled as `attempt_failed` with the
@@ -467,7 +467,7 @@ impl<P: Portal> Engine<P> {
             return Outcome::Failed(f, evidence);
         }
 
-        // The promise: `submitted` is on disk before the click.
+        // The promise: `submitted` is on disk before the submit step.
         if let Err(e) = shared
             .recorder
             .job_event(id, JobEvent::Submitted { attempt }, now_millis())
@@ -476,7 +476,7 @@ impl<P: Portal> Engine<P> {
             self.on_record_error(&e);
             return Outcome::Unrecorded;
         }
-        info!("submitted is durable; clicking save");
+        info!("submitted is durable; running the submit step");
 
         // Past this point nothing is cancelled: shutdown waits (bounded) for
         // the outcome, and a crash leaves the job for manual review.
