@@ -502,6 +502,8 @@ pub fn replay_observing(
 pub struct Recorder {
     journal: Journal,
     book: Mutex<Book>,
+    /// Sequence numbers replay could not read or apply at open.
+    damaged: Vec<u64>,
 }
 
 impl Recorder {
@@ -509,13 +511,30 @@ impl Recorder {
     pub fn open(dir: impl AsRef<Path>) -> Result<(Recorder, ReplayReport), JournalError> {
         let journal = Journal::open(dir)?;
         let (book, report) = replay(&journal);
+        let mut damaged: Vec<u64> = report
+            .unreadable
+            .iter()
+            .filter_map(JournalError::seq)
+            .chain(report.refused.iter().map(|(seq, _)| *seq))
+            .collect();
+        damaged.sort_unstable();
         Ok((
             Recorder {
                 journal,
                 book: Mutex::new(book),
+                damaged,
             },
             report,
         ))
+    }
+
+    /// Sequence numbers that replay could not read, or that a machine
+    /// refused, when the journal was opened. A damaged value cannot be
+    /// attributed to its job (the job id is inside the damaged bytes), so
+    /// no job's state can be trusted to be the whole story: the engine will
+    /// not start work on such a journal.
+    pub fn damaged(&self) -> &[u64] {
+        &self.damaged
     }
 
     pub fn journal(&self) -> &Journal {

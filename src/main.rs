@@ -108,7 +108,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Demo(demo) => {
             init_logs();
-            let workers = demo.workers;
+            let workers = usize::from(demo.workers);
             let report = runtime()?.block_on(cli::demo::run(demo))?;
             cli::demo::print(&report, workers, &mut stdout)?;
             Ok(if report.passed() {
@@ -220,5 +220,6 @@ fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

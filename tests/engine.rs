@@ -283,3 +283,70 @@ async fn intake_is_idempotent_on_the_job_id() {
     assert_eq!(run.engine.recorder().book().len(), 1);
     run.finish().await;
 }
+
+#[tokio::test]
+async fn a_damaged_journal_starts_no_attempt() {
+    // A job completed; then its `submitted` value is damaged on disk. Its
+    // history now reads "filling": a retry would raise the proposal again.
+    let dir = tempfile::tempdir().unwrap();
+    let journal_dir = dir.path().join("journal");
+    let submitted_seq = {
+        let (recorder, _) = Recorder::open(&journal_dir).unwrap();
+        let id = JobId("A".into());
+        let doc = "{\"policyId\":\"A\"}".to_string();
+        use formwright::journal::JobEvent::*;
+        recorder
+            .job_event(
+                &id,
+                Accepted {
+                    document: doc,
+                    max_attempts: 3,
+                },
+                0,
+            )
+            .unwrap();
+        recorder
+            .job_event(&id, AttemptStarted { attempt: 1 }, 0)
+            .unwrap();
+        let seq = recorder
+            .job_event(&id, Submitted { attempt: 1 }, 0)
+            .unwrap();
+        recorder
+            .job_event(
+                &id,
+                Completed {
+                    proposal_no: "R1".into(),
+                },
+                0,
+            )
+            .unwrap();
+        seq
+    };
+    {
+        let journal = formwright::journal::Journal::open(&journal_dir).unwrap();
+        let mut bytes = journal.raw(submitted_seq).unwrap().unwrap();
+        bytes[3] ^= 0x10;
+        journal.overwrite_raw(submitted_seq, &bytes).unwrap();
+    }
+
+    let portal = portal();
+    let (recorder, _) = Recorder::open(&journal_dir).unwrap();
+    assert_eq!(recorder.damaged(), &[submitted_seq, submitted_seq + 1]);
+    let engine = Engine::new(Arc::new(recorder), Arc::new(portal.clone()), config());
+    tokio::time::timeout(Duration::from_secs(10), engine.run())
+        .await
+        .expect("the engine stops at once");
+    let halted = engine.halted().expect("halted");
+    assert!(
+        halted.contains(&format!("sequence {submitted_seq}")),
+        "{halted}"
+    );
+    assert_eq!(
+        portal
+            .open_attempts
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    assert_eq!(portal.clicks_for("A"), 0);
+    assert!(engine.intake(&JobId("B".into()), "{}").is_err());
+}

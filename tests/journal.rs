@@ -214,3 +214,27 @@ fn restart_rules_are_journaled() {
         Some(60_100)
     );
 }
+
+#[test]
+fn tools_refuse_a_folder_that_holds_no_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let (code, _, err) = formwright(&["replay", "--journal", missing.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("there is no journal"), "{err}");
+    assert!(!missing.exists(), "nothing was created");
+
+    let (code, _, err) = formwright(&["export", "--journal", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("holds no sled database"), "{err}");
+}
+
+#[test]
+fn export_of_an_unknown_job_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_three_jobs(dir.path());
+    let path = dir.path().to_str().unwrap();
+    let (code, _, err) = formwright(&["export", "--journal", path, "--job", "NOPE"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no events of job NOPE"), "{err}");
+}

@@ -1430,10 +1430,9 @@ async fn walk_through(wd: &Wd, sim: &PortalSim, shots: &std::path::Path) -> WdRe
 
 /// The whole flow in headless Chromium, the way `profiles/sim.toml` drives
 /// it: proves the pages' scripts work under WebDriver. Needs chromium,
-/// chromedriver and tesseract; run with `cargo test --test portal_sim --
-/// --ignored`. Screenshots go to `target/portal-sim-shots/`.
+/// chromedriver and tesseract (`scripts/setup` installs them); fails loudly
+/// without them. Screenshots go to `target/portal-sim-shots/`.
 #[tokio::test]
-#[ignore = "needs chromium and chromedriver"]
 async fn browser_walks_the_whole_flow() {
     let sim = start().await;
     let driver = chromedriver().await;

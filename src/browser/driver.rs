@@ -77,7 +77,22 @@ impl Driver {
             .map_err(|e| start_err(format!("no free port: {e}")))?
             .port();
 
-        let mut child = tokio::process::Command::new(&config.chromedriver)
+        // chromedriver and the browsers it starts inherit its environment:
+        // keep formwright's secrets out of it, and Chromium's temporary
+        // folders inside the work folder rather than the shared /tmp.
+        let tmp = config.work_dir.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| start_err(format!("{}: {e}", tmp.display())))?;
+        let mut command = tokio::process::Command::new(&config.chromedriver);
+        for (name, _) in std::env::vars_os() {
+            let secret = name
+                .to_str()
+                .is_some_and(|n| n.starts_with("FORMWRIGHT_") || n.starts_with("AWS_"));
+            if secret {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
+            .env("TMPDIR", &tmp)
             .arg(format!("--port={port}"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

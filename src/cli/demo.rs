@@ -22,8 +22,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub profile: Option<PathBuf>,
     /// Attempts running at once.
-    #[arg(long, default_value_t = 3)]
-    pub workers: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: u16,
     /// Where the journal, browser profiles and failure evidence go. The
     /// journal there is started afresh.
     #[arg(long, default_value = "demo-output")]
@@ -55,7 +55,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     if let Some(path) = &args.jobs {
         options.jobs = parse_jobs(&read(path)?)?;
     }
-    options.workers = args.workers;
+    options.workers = usize::from(args.workers);
     options.backoff = Duration::from_millis(args.backoff_ms);
     options.webdriver_url = args.webdriver_url.clone();
     if args.expire_every > 0 {

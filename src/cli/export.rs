@@ -23,8 +23,8 @@ pub struct Options {
 /// Writes the export; returns how many unreadable records were skipped
 /// (each is reported on stderr with its sequence number).
 pub fn run(dir: &Path, options: &Options, out: &mut impl Write) -> anyhow::Result<usize> {
-    let journal =
-        Journal::open(dir).with_context(|| format!("opening journal {}", dir.display()))?;
+    let journal = Journal::open_existing(dir)
+        .with_context(|| format!("opening journal {}", dir.display()))?;
     let mut skipped = 0;
     let mut first = true;
     if options.format == Format::Json {
@@ -56,6 +56,9 @@ pub fn run(dir: &Path, options: &Options, out: &mut impl Write) -> anyhow::Resul
     }
     if options.format == Format::Json {
         writeln!(out, "{}]", if first { "" } else { "\n" })?;
+    }
+    if let (Some(job), true) = (&options.job, first) {
+        anyhow::bail!("the journal has no events of job {job}");
     }
     Ok(skipped)
 }

@@ -45,8 +45,8 @@ impl Verdict {
 
 /// Replays and checks the journal in `dir`.
 pub fn check(dir: &Path) -> anyhow::Result<Verdict> {
-    let journal =
-        Journal::open(dir).with_context(|| format!("opening journal {}", dir.display()))?;
+    let journal = Journal::open_existing(dir)
+        .with_context(|| format!("opening journal {}", dir.display()))?;
     let mut checker = Checker::new();
     let (book, report) = book::replay_observing(&journal, |record| checker.observe(record));
     Ok(Verdict {

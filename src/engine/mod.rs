@@ -204,6 +204,19 @@ impl<P: Portal> Engine<P> {
     /// workers and the heartbeat until [`Engine::shutdown`].
     pub async fn run(&self) {
         let shared = &self.shared;
+        // A damaged event may be a job's `submitted`: acting on the rest of
+        // its history could raise the proposal again. Nothing starts until a
+        // person has looked (`formwright replay` names the sequences).
+        let damaged = shared.recorder.damaged();
+        if !damaged.is_empty() {
+            let seqs: Vec<String> = damaged.iter().map(u64::to_string).collect();
+            self.halt(format!(
+                "the journal is damaged at sequence {}; run `formwright replay` on it and \
+                 repair it before restarting (no job was started)",
+                seqs.join(", ")
+            ));
+            return;
+        }
         let now = now_millis();
         match shared.recorder.settle_after_restart(now, now) {
             Ok(changed) => {
@@ -414,7 +427,9 @@ impl<P: Portal> Engine<P> {
     async fn attempt(&self, id: &JobId, attempt: u32, document: &str, generation: u64) {
         let engine = self.clone();
         let (job, doc) = (id.clone(), document.to_owned());
-        let work = tokio::spawn(async move { engine.attempt_inner(&job, attempt, &doc).await });
+        let work = tokio::spawn(
+            async move { engine.attempt_inner(&job, attempt, &doc).await }.in_current_span(),
+        );
         let outcome = match work.await {
             Ok(outcome) => outcome,
             Err(join) => {

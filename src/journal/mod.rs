@@ -31,6 +31,8 @@ pub enum JournalError {
     Locked { path: PathBuf },
     #[error("cannot open the journal at {path}: {reason}")]
     Open { path: PathBuf, reason: String },
+    #[error("there is no journal at {path}: {reason}")]
+    Missing { path: PathBuf, reason: &'static str },
     #[error("journal write failed at sequence {seq}: {reason}")]
     Write { seq: u64, reason: String },
     #[error("cannot encode the event for sequence {seq}: {reason}")]
@@ -94,6 +96,24 @@ impl Journal {
             events,
             next_seq: Mutex::new(next_seq),
         })
+    }
+
+    /// Opens a journal that must already exist: for tools that read one,
+    /// where a mistyped folder must be an error, not a new empty journal.
+    pub fn open_existing(dir: impl AsRef<Path>) -> Result<Journal, JournalError> {
+        let path = dir.as_ref();
+        let missing = |reason| JournalError::Missing {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.is_dir() {
+            return Err(missing("the folder does not exist"));
+        }
+        // sled keeps its data in a file named `db` beside `conf`.
+        if !path.join("db").is_file() || !path.join("conf").is_file() {
+            return Err(missing("the folder holds no sled database"));
+        }
+        Journal::open(path)
     }
 
     pub fn path(&self) -> &Path {
