@@ -121,25 +121,51 @@ impl ApiClient {
 /// Splits a file's text into job documents: one object, an array of them,
 /// or one object per line (NDJSON).
 pub fn parse_documents(text: &str) -> anyhow::Result<Vec<Value>> {
-    match serde_json::from_str::<Value>(text) {
+    let whole = match serde_json::from_str::<Value>(text) {
         Ok(Value::Array(items)) => return Ok(items),
         Ok(object @ Value::Object(_)) => return Ok(vec![object]),
         Ok(_) => bail!("expected a job object, an array of them, or NDJSON"),
-        Err(_) => {}
-    }
+        Err(e) => e,
+    };
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let doc: Value = serde_json::from_str(line)
-            .with_context(|| format!("line {} is not a JSON object", i + 1))?;
-        out.push(doc);
+        match serde_json::from_str::<Value>(line) {
+            Ok(doc) => out.push(doc),
+            // Not even the first line is JSON on its own: the file is one
+            // document, and its own error says where it breaks.
+            Err(_) if out.is_empty() => bail!(
+                "malformed JSON at line {}, column {}: {whole}",
+                whole.line(),
+                whole.column()
+            ),
+            Err(e) => bail!("line {} is not a JSON object: {e}", i + 1),
+        }
     }
     if out.is_empty() {
         bail!("no jobs found");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::parse_documents;
+
+    #[test]
+    fn a_broken_multi_line_document_names_where_it_breaks() {
+        let err = parse_documents("{\"policyId\": \"X\",\n  \"fullName\": oops}").unwrap_err();
+        assert!(err.to_string().contains("line 2, column"), "{err}");
+    }
+
+    #[test]
+    fn ndjson_names_its_bad_line() {
+        let err = parse_documents("{\"a\":1}\n{\"b\":\n").unwrap_err();
+        assert!(err.to_string().starts_with("line 2 "), "{err}");
+        assert_eq!(parse_documents("{\"a\":1}\n{\"b\":2}\n").unwrap().len(), 2);
+    }
 }
 
 fn error_text(body: &Value) -> String {
