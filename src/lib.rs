@@ -11,6 +11,7 @@
 //!   door through which new events are checked, journaled and applied.
 //! - [`invariants`]: the promises checked over a whole journal (`replay`).
 //! - [`export`]: the journal as JSON for auditors.
+//! - [`html`]: escaping for the pages formwright serves.
 //! - [`profile`]: portal profiles in TOML: URLs, selectors, the job fields
 //!   and how they map, the ordered steps of the proposal flow.
 //! - [`browser`]: chromedriver and Chromium over WebDriver (fantoccini): the
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod export;
+pub mod html;
 pub mod invariants;
 pub mod journal;
 pub mod machine;

@@ -23,21 +23,7 @@ const PAGE: &str = include_str!("dashboard.html");
 const RECENT_JOBS: usize = 50;
 const RECENT_RECOVERIES: usize = 20;
 
-/// Escapes text for HTML bodies and attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::html::escape as esc;
 
 fn short_time(at: i64) -> String {
     // 2026-12-03T17:22:23.123Z -> 2026-12-03 17:22:23 UTC

@@ -28,21 +28,7 @@ pub const PROPOSAL_JS: &str = include_str!("assets/proposal.js");
 /// The client form's script, served at `/Scripts/client.js`.
 pub const CLIENT_JS: &str = include_str!("assets/client.js");
 
-/// Escapes text for HTML content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::html::escape;
 
 /// Fills a template's slots with markup.
 fn fill(template: &str, slots: &[(&str, &str)]) -> String {
