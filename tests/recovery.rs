@@ -125,6 +125,19 @@ fn tries(recovery: &Recovery) -> Vec<(Level, u32, bool)> {
         .collect()
 }
 
+/// Every rung failing, but the nuclear try's outcome as given.
+fn whole_ladder(nuclear_logs_in: bool) -> Vec<(Level, u32, bool)> {
+    use Level::*;
+    vec![
+        (Soft, 1, false),
+        (Soft, 2, false),
+        (Soft, 3, false),
+        (Hard, 1, false),
+        (Hard, 2, false),
+        (Nuclear, 1, nuclear_logs_in),
+    ]
+}
+
 fn print_durations(what: &str, recovery: &Recovery) {
     for t in &recovery.tries {
         println!(
@@ -257,18 +270,7 @@ async fn a_corrupted_profile_is_healed_by_a_nuclear_recovery() {
 
     let recoveries = stage.recoveries();
     let last = recoveries.last().unwrap();
-    use Level::*;
-    assert_eq!(
-        tries(last),
-        vec![
-            (Soft, 1, false),
-            (Soft, 2, false),
-            (Soft, 3, false),
-            (Hard, 1, false),
-            (Hard, 2, false),
-            (Nuclear, 1, true)
-        ]
-    );
+    assert_eq!(tries(last), whole_ladder(true));
     assert_eq!(last.trigger, "heartbeat");
     assert!(
         *backup_seen.lock().unwrap(),
@@ -322,18 +324,7 @@ async fn logins_always_refused_end_down_with_one_alert_and_heal_later() {
         .expect("the session goes down");
     let recoveries = stage.recoveries();
     let first = recoveries.first().unwrap();
-    use Level::*;
-    assert_eq!(
-        tries(first),
-        vec![
-            (Soft, 1, false),
-            (Soft, 2, false),
-            (Soft, 3, false),
-            (Hard, 1, false),
-            (Hard, 2, false),
-            (Nuclear, 1, false)
-        ]
-    );
+    assert_eq!(tries(first), whole_ladder(false));
     assert_eq!(first.outcome, RecoveryOutcome::Down);
     assert!(profile_dir.exists(), "the backup was put back");
     assert!(!backup_path(&profile_dir).exists());

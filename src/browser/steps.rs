@@ -260,6 +260,16 @@ fn quote(text: &str) -> String {
     }
 }
 
+/// A list that never offered the wanted item: names the value (hidden when
+/// personal) and how many items the page's script last saw.
+fn no_choice(r: &Resolved, seen: &serde_json::Value, clock: Clock) -> StepFailure {
+    StepFailure::NoChoice {
+        value: r.shown_value(),
+        seen: seen["count"].as_u64().unwrap_or(0) as usize,
+        waited: clock.waited(),
+    }
+}
+
 /// A step's start and deadline.
 #[derive(Clone, Copy)]
 struct Clock {
@@ -750,11 +760,7 @@ return { open: visible(ul), count: items.length, item: item };"#;
                 opened = Instant::now();
             }
             if clock.expired() {
-                return Err(StepFailure::NoChoice {
-                    value: r.shown_value(),
-                    seen: seen["count"].as_u64().unwrap_or(0) as usize,
-                    waited: clock.waited(),
-                });
+                return Err(no_choice(r, &seen, clock));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -793,11 +799,7 @@ return { count: items.length, item: pick };"#;
                 }
             }
             if clock.expired() {
-                return Err(StepFailure::NoChoice {
-                    value: r.shown_value(),
-                    seen: seen["count"].as_u64().unwrap_or(0) as usize,
-                    waited: clock.waited(),
-                });
+                return Err(no_choice(r, &seen, clock));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -832,11 +834,7 @@ return { count: opts.length, chosen: opt !== null };"#;
                 return Ok(());
             }
             if clock.expired() {
-                return Err(StepFailure::NoChoice {
-                    value: r.shown_value(),
-                    seen: seen["count"].as_u64().unwrap_or(0) as usize,
-                    waited: clock.waited(),
-                });
+                return Err(no_choice(r, &seen, clock));
             }
             tokio::time::sleep(POLL).await;
         }
