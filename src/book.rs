@@ -7,7 +7,7 @@
 //! applies it. The live book is therefore always exactly what a replay of
 //! the journal would build.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -161,46 +161,52 @@ impl SessionRecord {
     }
 }
 
+/// Room for a whole ordinary life (accepted, attempt, submitted, outcome)
+/// before a job's timeline has to grow.
+const TIMELINE_CAPACITY: usize = 4;
+
 /// The state of everything, built by applying records in sequence order.
 #[derive(Clone, Default)]
 pub struct Book {
-    jobs: BTreeMap<JobId, JobRecord>,
-    /// Job ids in the order they were accepted.
-    order: Vec<JobId>,
-    /// Jobs not yet ended, by the sequence number of their `accepted`: what
-    /// the engine scans for work, without walking finished history.
-    open: BTreeSet<(u64, JobId)>,
+    /// Every job, in the order it was accepted.
+    jobs: Vec<JobRecord>,
+    /// Where each job sits in `jobs`.
+    index: HashMap<JobId, usize, foldhash::fast::RandomState>,
+    /// Jobs not yet ended, by their place in `jobs` (which is the order of
+    /// their `accepted`): what the engine scans for work, without walking
+    /// finished history.
+    open: BTreeSet<usize>,
     pub session: SessionRecord,
     pub last_seq: u64,
 }
 
 impl Book {
     pub fn job(&self, id: &JobId) -> Option<&JobRecord> {
-        self.jobs.get(id)
+        self.index.get(id).map(|&i| &self.jobs[i])
     }
 
     /// Jobs in the order they were accepted.
     pub fn jobs(&self) -> impl DoubleEndedIterator<Item = &JobRecord> + '_ {
-        self.order.iter().filter_map(|id| self.jobs.get(id))
+        self.jobs.iter()
     }
 
     /// Jobs that have not ended, oldest first.
     pub fn open_jobs(&self) -> impl Iterator<Item = &JobRecord> + '_ {
-        self.open.iter().filter_map(|(_, id)| self.jobs.get(id))
+        self.open.iter().map(|&i| &self.jobs[i])
     }
 
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.jobs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.jobs.is_empty()
     }
 
     /// Whether the machine of `subject` would take `event`.
     pub fn check(&self, subject: &Subject, event: &Event) -> Result<(), TransitionError> {
         match (subject, event) {
-            (Subject::Job(id), Event::Job(e)) => match self.jobs.get(id) {
+            (Subject::Job(id), Event::Job(e)) => match self.job(id) {
                 Some(job) => job.machine.check(e),
                 None => JobMachine::new().check(e),
             },
@@ -215,6 +221,13 @@ impl Book {
 
     /// Applies one journaled record. A refusal leaves the book unchanged.
     pub fn apply(&mut self, record: Record) -> Result<(), TransitionError> {
+        self.apply_record(record).map_err(|refusal| refusal.1)
+    }
+
+    /// [`Book::apply`], giving the subject back with a refusal (replay
+    /// reports it; cloning it for every event would cost more than the
+    /// rest of applying).
+    fn apply_record(&mut self, record: Record) -> Result<(), (Subject, TransitionError)> {
         let Record {
             seq,
             at,
@@ -223,13 +236,16 @@ impl Book {
         } = record;
         match (subject, event) {
             (Subject::Job(id), Event::Job(e)) => self.apply_job(id, seq, at, e)?,
-            (Subject::MasterSession, Event::Session(e)) => self.apply_session(seq, at, &e)?,
+            (Subject::MasterSession, Event::Session(e)) => self
+                .apply_session(seq, at, &e)
+                .map_err(|why| (Subject::MasterSession, why))?,
             (subject, event) => {
-                return Err(TransitionError {
+                let why = TransitionError {
                     state: subject.to_string(),
                     event: event.name(),
                     why: "event does not belong to this subject".into(),
-                })
+                };
+                return Err((subject, why));
             }
         }
         self.last_seq = seq;
@@ -242,11 +258,13 @@ impl Book {
         seq: u64,
         at: Millis,
         event: JobEvent,
-    ) -> Result<(), TransitionError> {
-        let Some(job) = self.jobs.get_mut(&id) else {
+    ) -> Result<(), (Subject, TransitionError)> {
+        let Some(&place) = self.index.get(&id) else {
             // A new job: its machine refuses anything but `accepted`.
             let mut machine = JobMachine::new();
-            machine.apply(&event)?;
+            if let Err(why) = machine.apply(&event) {
+                return Err((Subject::Job(id), why));
+            }
             let JobEvent::Accepted {
                 document,
                 max_attempts,
@@ -254,36 +272,39 @@ impl Book {
             else {
                 unreachable!("a blank job machine takes only accepted")
             };
-            self.order.push(id.clone());
-            self.open.insert((seq, id.clone()));
-            self.jobs.insert(
-                id.clone(),
-                JobRecord {
-                    id,
-                    machine,
-                    document,
-                    accepted_at: at,
-                    updated_at: at,
-                    proposal_no: None,
-                    last_failure: None,
-                    attempts_started: 0,
-                    requeues: 0,
-                    submitted_at: None,
-                    finished_at: None,
-                    timeline: vec![Step {
-                        seq,
-                        at,
-                        event: JobEvent::Accepted {
-                            document: String::new(),
-                            max_attempts,
-                        },
-                    }],
+            let place = self.jobs.len();
+            self.index.insert(id.clone(), place);
+            self.open.insert(place);
+            let mut timeline = Vec::with_capacity(TIMELINE_CAPACITY);
+            timeline.push(Step {
+                seq,
+                at,
+                event: JobEvent::Accepted {
+                    document: String::new(),
+                    max_attempts,
                 },
-            );
+            });
+            self.jobs.push(JobRecord {
+                id,
+                machine,
+                document,
+                accepted_at: at,
+                updated_at: at,
+                proposal_no: None,
+                last_failure: None,
+                attempts_started: 0,
+                requeues: 0,
+                submitted_at: None,
+                finished_at: None,
+                timeline,
+            });
             return Ok(());
         };
+        let job = &mut self.jobs[place];
         let was_terminal = job.status().is_terminal();
-        job.machine.apply(&event)?;
+        if let Err(why) = job.machine.apply(&event) {
+            return Err((Subject::Job(id), why));
+        }
         job.updated_at = at;
 
         match &event {
@@ -335,11 +356,10 @@ impl Book {
                 job.proposal_no = None;
             }
         }
-        let accepted_seq = job.timeline.first().map_or(0, |s| s.seq);
         if job.status().is_terminal() {
-            self.open.remove(&(accepted_seq, job.id.clone()));
+            self.open.remove(&place);
         } else if was_terminal {
-            self.open.insert((accepted_seq, job.id.clone()));
+            self.open.insert(place);
         }
         job.timeline.push(Step { seq, at, event });
         Ok(())
@@ -480,21 +500,19 @@ pub fn replay_observing(
 ) -> (Book, ReplayReport) {
     let mut book = Book::default();
     let mut report = ReplayReport::default();
-    for item in journal.iter() {
-        match item {
-            Ok(record) => {
-                report.events += 1;
-                observe(&record);
-                let (seq, subject) = (record.seq, record.subject.clone());
-                if let Err(source) = book.apply(record) {
-                    report
-                        .refused
-                        .push((seq, RecordError::Refused { subject, source }));
-                }
+    journal.scan(|item| match item {
+        Ok(record) => {
+            report.events += 1;
+            observe(&record);
+            let seq = record.seq;
+            if let Err((subject, source)) = book.apply_record(record) {
+                report
+                    .refused
+                    .push((seq, RecordError::Refused { subject, source }));
             }
-            Err(e) => report.unreadable.push(e),
         }
-    }
+        Err(e) => report.unreadable.push(e),
+    });
     (book, report)
 }
 

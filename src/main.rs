@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 use formwright::cli;
 use formwright::journal::JobId;
 
+/// mimalloc: replay builds millions of small strings and vectors at start,
+/// and the system allocator spends a large share of replay's time on them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "formwright", version, about)]
 struct Args {

@@ -180,13 +180,99 @@ impl Journal {
     /// Every event in order. A value that cannot be read is an `Err` naming
     /// its sequence number; iteration goes on past it.
     pub fn iter(&self) -> impl Iterator<Item = Result<Record, JournalError>> + '_ {
-        self.events.iter().map(|item| {
-            let (key, value) = item.map_err(|e| JournalError::Read {
-                reason: e.to_string(),
-            })?;
-            let seq = decode_key(&key)?;
-            codec::decode(seq, &value)
-        })
+        self.events.iter().map(decode_item)
+    }
+
+    /// Every event in order, like [`Journal::iter`], handed to `each`; long
+    /// journals are read and decoded on every core. Contiguous ranges of
+    /// sequence numbers are read side by side and handed over strictly in
+    /// order, with at most a few ranges held ahead of the one being handed
+    /// over, so memory stays bounded whatever the journal's length.
+    pub fn scan(&self, each: impl FnMut(Result<Record, JournalError>)) {
+        let readers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        self.scan_with(readers, SCAN_RANGE, each);
+    }
+
+    fn scan_with(
+        &self,
+        readers: usize,
+        range_len: u64,
+        mut each: impl FnMut(Result<Record, JournalError>),
+    ) {
+        let last = self.last_seq();
+        if readers < 2 || last < 2 * range_len {
+            self.iter().for_each(each);
+            return;
+        }
+        let ranges = last.div_ceil(range_len);
+        let plan = Mutex::new(ScanPlan {
+            next: 0,
+            handed_over: 0,
+            stop: false,
+        });
+        let turn = std::sync::Condvar::new();
+        let (send, receive) =
+            std::sync::mpsc::channel::<(u64, Vec<Result<Record, JournalError>>)>();
+        std::thread::scope(|scope| {
+            for _ in 0..readers {
+                let (plan, turn, send) = (&plan, &turn, send.clone());
+                scope.spawn(move || loop {
+                    let range = {
+                        let mut p = lock(plan);
+                        while !p.stop && p.next < ranges && p.next >= p.handed_over + SCAN_AHEAD {
+                            p = turn.wait(p).unwrap_or_else(|e| e.into_inner());
+                        }
+                        if p.stop || p.next >= ranges {
+                            return;
+                        }
+                        p.next += 1;
+                        p.next - 1
+                    };
+                    let from = (range * range_len + 1).to_be_bytes();
+                    let items = if range + 1 == ranges {
+                        // The last range is open-ended: nothing past the
+                        // last sequence number known at open is skipped.
+                        self.decode_all(self.events.range(from..))
+                    } else {
+                        let to = ((range + 1) * range_len + 1).to_be_bytes();
+                        self.decode_all(self.events.range(from..to))
+                    };
+                    if send.send((range, items)).is_err() {
+                        return;
+                    }
+                });
+            }
+            drop(send);
+            let mut early = std::collections::BTreeMap::new();
+            let mut wanted = 0;
+            // Ranges arrive in any order; each is handed over in its turn.
+            // Should a reader die, its range never comes and the channel
+            // closes: the rest is then read here, in order.
+            for (range, items) in receive.iter() {
+                early.insert(range, items);
+                while let Some(items) = early.remove(&wanted) {
+                    items.into_iter().for_each(&mut each);
+                    wanted += 1;
+                    lock(&plan).handed_over = wanted;
+                    turn.notify_all();
+                }
+            }
+            lock(&plan).stop = true;
+            turn.notify_all();
+            if wanted < ranges {
+                let from = (wanted * range_len + 1).to_be_bytes();
+                for item in self.decode_all(self.events.range(from..)) {
+                    each(item);
+                }
+            }
+        });
+    }
+
+    fn decode_all(
+        &self,
+        items: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    ) -> Vec<Result<Record, JournalError>> {
+        items.map(decode_item).collect()
     }
 
     /// The raw bytes stored under `seq`, for tools and tests.
@@ -256,6 +342,32 @@ fn open_sled(path: &Path) -> Result<sled::Db, JournalError> {
     }
 }
 
+/// Sequence numbers per range when [`Journal::scan`] reads side by side.
+const SCAN_RANGE: u64 = 16_384;
+/// Ranges read ahead of the one being handed over.
+const SCAN_AHEAD: u64 = 8;
+
+struct ScanPlan {
+    /// The next range a reader takes.
+    next: u64,
+    /// Ranges handed over so far.
+    handed_over: u64,
+    /// Set when the hand-over ends early.
+    stop: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn decode_item(item: sled::Result<(sled::IVec, sled::IVec)>) -> Result<Record, JournalError> {
+    let (key, value) = item.map_err(|e| JournalError::Read {
+        reason: e.to_string(),
+    })?;
+    let seq = decode_key(&key)?;
+    codec::decode(seq, &value)
+}
+
 fn decode_key(key: &[u8]) -> Result<u64, JournalError> {
     let bytes: [u8; 8] = key
         .try_into()
@@ -304,6 +416,32 @@ mod tests {
         let seqs: Vec<u64> = journal.iter().map(|r| r.unwrap().seq).collect();
         assert_eq!(seqs, vec![1, 2, 3]);
         assert_eq!(journal.last_seq(), 3);
+    }
+
+    #[test]
+    fn scan_hands_over_what_iter_reads_in_the_same_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        for n in 0..1_000u32 {
+            let subject = Subject::Job(JobId(format!("J{}", n % 37)));
+            let event = Event::Job(JobEvent::AttemptStarted { attempt: n });
+            journal.append(&subject, &event, i64::from(n)).unwrap();
+        }
+        let mut damaged = journal.raw(500).unwrap().unwrap();
+        damaged[3] ^= 0x40;
+        journal.overwrite_raw(500, &damaged).unwrap();
+        let outline = |item: Result<Record, JournalError>| match item {
+            Ok(r) => format!("{} {} {}", r.seq, r.subject, r.at),
+            Err(e) => format!("error at {:?}", e.seq()),
+        };
+        let read: Vec<String> = journal.iter().map(outline).collect();
+        assert_eq!(read.len(), 1_000);
+        assert_eq!(read[499], "error at Some(500)");
+        for (readers, range_len) in [(3, 7), (2, 64), (4, 499), (2, 1_000)] {
+            let mut scanned = Vec::new();
+            journal.scan_with(readers, range_len, |item| scanned.push(outline(item)));
+            assert_eq!(scanned, read, "{readers} readers, ranges of {range_len}");
+        }
     }
 
     #[test]
