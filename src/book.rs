@@ -70,6 +70,9 @@ impl Step {
                 };
                 format!("requeued by an operator{confirmed}: {reason}")
             }
+            JobEvent::ArtifactUploadFailed { key, error } => {
+                format!("evidence {key} not stored yet (kept for a retry): {error}")
+            }
         }
     }
 }
@@ -334,6 +337,7 @@ impl Book {
                 job.finished_at = None;
                 job.proposal_no = None;
             }
+            JobEvent::ArtifactUploadFailed { .. } => {}
         }
         let accepted_seq = job.timeline.first().map_or(0, |s| s.seq);
         if job.status().is_terminal() {
