@@ -38,6 +38,7 @@ struct Moto {
 
 impl Moto {
     fn start(dir: &Path) -> Moto {
+        aws_env();
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
