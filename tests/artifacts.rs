@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 const BUCKET: &str = "evidence";
 const PREFIX: &str = "fw/test";
+/// The secret key handed to the AWS chain: it must show up nowhere.
+const AWS_SECRET: &str = "fw-test-secret-7c1e0b2d94a8";
 
 /// A moto S3 server on 127.0.0.1; killed when dropped.
 struct Moto {
@@ -113,7 +115,7 @@ fn aws_env() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", AWS_SECRET);
         std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -382,6 +384,10 @@ async fn a_failed_attempt_leaves_its_evidence_in_s3() {
     for key in &keys {
         assert!(text.contains(key.as_str()), "export lacks {key}");
     }
+    assert!(
+        !text.contains(AWS_SECRET),
+        "the AWS secret key is in the export"
+    );
 }
 
 /// The API over a rig's engine and its evidence store.
@@ -437,6 +443,15 @@ async fn evidence_held_back_by_an_outage_arrives_when_s3_is_back() {
 
     let report = rig.finish().await.expect("the rig finishes");
     assert_failed_once(&report);
+    let job = report.replay.book.job(&job).expect("the job");
+    for step in &job.timeline {
+        if let JobEvent::ArtifactUploadFailed { error, .. } = &step.event {
+            assert!(
+                !error.contains(AWS_SECRET),
+                "the AWS secret key is in the journal"
+            );
+        }
+    }
 }
 
 /// S3 stays down until the daemon has stopped: the evidence waits in the
