@@ -542,6 +542,18 @@ async fn the_local_store_needs_no_configuration() {
     )
     .await;
     assert_eq!(outside.status, 404);
+    let dashboard = common::request(
+        "GET",
+        &format!("{base}/dashboard/live"),
+        Some(common::TOKEN),
+        None,
+        &[],
+    )
+    .await;
+    for key in &keys {
+        let href = format!("href=\"/api/artifacts/{key}\"");
+        assert!(dashboard.text.contains(&href), "the dashboard lacks {href}");
+    }
     stop.cancel();
 
     let report = rig.finish().await.expect("the rig finishes");
