@@ -70,6 +70,9 @@ impl Step {
                 };
                 format!("requeued by an operator{confirmed}: {reason}")
             }
+            JobEvent::ArtifactUploadFailed { key, error } => {
+                format!("evidence {key} not stored yet (kept for a retry): {error}")
+            }
         }
     }
 }
@@ -355,6 +358,7 @@ impl Book {
                 job.finished_at = None;
                 job.proposal_no = None;
             }
+            JobEvent::ArtifactUploadFailed { .. } => {}
         }
         if job.status().is_terminal() {
             self.open.remove(&place);

@@ -48,6 +48,7 @@ pub struct DaemonConfig {
     pub engine: EngineSection,
     pub alerts: AlertsSection,
     pub api: ApiSection,
+    pub artifacts: crate::artifacts::ArtifactsSection,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -124,6 +125,7 @@ impl Default for DaemonConfig {
             engine: EngineSection::default(),
             alerts: AlertsSection::default(),
             api: ApiSection::default(),
+            artifacts: Default::default(),
         }
     }
 }
@@ -285,6 +287,9 @@ impl DaemonConfig {
         }
         if self.api.max_body_bytes < 1024 {
             return invalid("api.max_body_bytes", "must be at least 1024");
+        }
+        if let Some((key, message)) = self.artifacts.problem() {
+            return invalid(key, message);
         }
         if self.portal.username.is_empty() {
             return invalid("portal.username", "must be set");

@@ -147,6 +147,11 @@ impl Checker {
             return;
         };
 
+        // A failed evidence upload says nothing about the lifecycle and may
+        // follow the outcome.
+        if let JobEvent::ArtifactUploadFailed { .. } = event {
+            return;
+        }
         let mut found: Vec<(&'static str, String)> = Vec::new();
         let requeue = matches!(event, JobEvent::Requeued { .. });
         if let (Some(end), false) = (track.ended_at_seq, requeue) {
@@ -156,7 +161,7 @@ impl Checker {
             ));
         }
         match event {
-            JobEvent::Accepted { .. } => {}
+            JobEvent::Accepted { .. } | JobEvent::ArtifactUploadFailed { .. } => {}
             JobEvent::AttemptStarted { attempt } => {
                 if let Some(sub) = track.submitted_at_seq {
                     found.push((
@@ -601,5 +606,21 @@ mod tests {
             ),
         ];
         assert!(rules(&records).contains(&"one-outcome"));
+    }
+
+    #[test]
+    fn an_upload_failure_after_the_end_is_no_violation_but_needs_a_known_job() {
+        let note = || JobEvent::ArtifactUploadFailed {
+            key: "J/1-s.png".into(),
+            error: "refused".into(),
+        };
+        let records = [
+            job(1, accepted(1)),
+            job(2, JobEvent::AttemptStarted { attempt: 1 }),
+            job(3, failed(1)),
+            job(4, note()),
+        ];
+        assert!(rules(&records).is_empty(), "{:?}", rules(&records));
+        assert_eq!(rules(&[job(1, note())]), vec!["known-job"]);
     }
 }

@@ -16,6 +16,8 @@
 //!   and how they map, the ordered steps of the proposal flow.
 //! - [`browser`]: chromedriver and Chromium over WebDriver (fantoccini): the
 //!   master login, the per-job clone and its check, the step runner.
+//! - [`artifacts`]: failure evidence (screenshot, page HTML, console log):
+//!   the local spool, the S3 and local-folder stores, the uploader.
 //! - [`captcha`]: the pluggable captcha solvers.
 //! - [`portal_sim`]: the simulated agent portal that the demo and the tests
 //!   drive, with its ledger and fault switches.
@@ -28,6 +30,7 @@
 //!   (`run` is the daemon; `submit`, `jobs`, `status`, `retry` its clients).
 
 pub mod api;
+pub mod artifacts;
 pub mod book;
 pub mod browser;
 pub mod captcha;

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+use crate::artifacts::{ArtifactsSection, Evidence};
 use crate::book::Recorder;
 use crate::browser::portal::{LivePortal, LiveSettings};
 use crate::browser::{BrowserConfig, Credentials};
@@ -97,6 +98,8 @@ pub struct RigOptions {
     pub faults: FaultPatch,
     /// Where alerts go (none by default: logged only).
     pub alerts: AlertConfig,
+    /// Where failure evidence goes (by default `work_dir/artifacts`).
+    pub artifacts: ArtifactsSection,
 }
 
 impl RigOptions {
@@ -119,6 +122,7 @@ impl RigOptions {
             sim: SimConfig::default(),
             faults: FaultPatch::default(),
             alerts: AlertConfig::default(),
+            artifacts: ArtifactsSection::default(),
         })
     }
 }
@@ -243,6 +247,8 @@ pub struct Rig {
     started: Instant,
     /// `started` as journal time.
     started_at: Millis,
+    /// The spool, the store and the uploader of failure evidence.
+    evidence: Evidence,
     /// Stops the engine if the rig is dropped without `finish`.
     _stop: StopOnDrop,
 }
@@ -274,6 +280,7 @@ impl Rig {
             sim: sim_config,
             faults,
             alerts,
+            artifacts,
         } = options;
         for (id, doc) in &jobs {
             profile.extract(doc).map_err(|e| RigError::JobDoesNotFit {
@@ -298,6 +305,7 @@ impl Rig {
 
         let (recorder, _) = Recorder::open(&journal_dir)?;
         let recorder = Arc::new(recorder);
+        let evidence = Evidence::start(&artifacts, &work, Arc::clone(&recorder)).await;
         let portal = LivePortal::new(LiveSettings {
             browser: BrowserConfig {
                 webdriver_url,
@@ -307,7 +315,7 @@ impl Rig {
             profile,
             base_url: sim.url(),
             credentials: Credentials::new(sim_config.username, sim_config.password),
-            artifacts_dir: work.join("artifacts"),
+            spool: evidence.spool.clone(),
         })
         .map_err(RigError::Captcha)?;
         let portal = Arc::new(portal);
@@ -344,6 +352,7 @@ impl Rig {
             journal_dir,
             started,
             started_at,
+            evidence,
         })
     }
 
@@ -359,6 +368,11 @@ impl Rig {
     /// The live portal: the browsers' side, e.g. the master's process id.
     pub fn portal(&self) -> &LivePortal {
         &self.portal
+    }
+
+    /// Where failure evidence is spooled and stored.
+    pub fn evidence(&self) -> &Evidence {
+        &self.evidence
     }
 
     /// The journal and the book the engine keeps.
@@ -435,6 +449,7 @@ impl Rig {
             journal_dir,
             started,
             started_at,
+            evidence,
             _stop,
         } = self;
         engine.shutdown();
@@ -446,6 +461,9 @@ impl Rig {
             None => started.elapsed(),
         };
 
+        // The uploader holds the journal too; what it has not sent stays
+        // spooled for the next start.
+        evidence.stop().await;
         let ledger = sim.ledger();
         sim.shutdown().await;
 

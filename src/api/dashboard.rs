@@ -168,7 +168,7 @@ fn jobs_table(book: &Book) -> String {
              <td><span class=\"badge s-{s}\" data-field=\"status\">{label}</span></td>\
              <td class=\"num\" data-field=\"attempts\">{attempts}/{max}</td>\
              <td data-field=\"proposal\">{proposal}</td>\
-             <td class=\"reason\" data-field=\"reason\">{reason}</td>\
+             <td class=\"reason\" data-field=\"reason\">{reason}{evidence}</td>\
              <td class=\"when\">{updated}</td></tr>",
             id = esc(&job.id.0),
             s = status.as_str(),
@@ -177,6 +177,7 @@ fn jobs_table(book: &Book) -> String {
             max = job.machine.max_attempts(),
             proposal = esc(job.proposal_no.as_deref().unwrap_or("")),
             reason = esc(&reason),
+            evidence = evidence_links(job),
             updated = short_time(job.updated_at),
         ));
     }
@@ -189,6 +190,29 @@ fn jobs_table(book: &Book) -> String {
          <th>proposal</th><th>failure reason</th><th>updated</th></tr></thead>\
          <tbody>{rows}</tbody></table></section>"
     )
+}
+
+/// Links to the last failure's evidence, one per file, named by its kind.
+fn evidence_links(job: &crate::book::JobRecord) -> String {
+    let Some(failure) = job
+        .last_failure
+        .as_ref()
+        .filter(|_| job.status() != Status::Completed)
+    else {
+        return String::new();
+    };
+    failure
+        .artifacts
+        .iter()
+        .map(|key| {
+            let kind = key.rsplit_once('.').map_or("file", |(_, ext)| ext);
+            format!(
+                " <a class=\"evidence\" href=\"{}\" target=\"_blank\" rel=\"noopener\">{}</a>",
+                esc(&super::evidence::href(key)),
+                esc(kind)
+            )
+        })
+        .collect()
 }
 
 fn session_card(book: &Book, health: Health) -> String {

@@ -210,11 +210,14 @@ fn job_view(state: &AppState, id: &JobId) -> Value {
 
 /// `GET /api/jobs/{id}`.
 pub(super) async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let book = state.0.desk.recorder().book();
-    match book.job(&JobId(id)) {
-        Some(job) => Json(views::job_detail(job)).into_response(),
-        None => error(StatusCode::NOT_FOUND, "no job with this id"),
-    }
+    let detail = {
+        let book = state.0.desk.recorder().book();
+        match book.job(&JobId(id)) {
+            Some(job) => views::job_detail(job),
+            None => return error(StatusCode::NOT_FOUND, "no job with this id"),
+        }
+    };
+    Json(super::evidence::with_links(&state, detail).await).into_response()
 }
 
 /// `GET /api/jobs?status=S[,S]&limit=N&cursor=C`: newest first. The cursor

@@ -12,7 +12,8 @@
 //! | `POST /api/jobs` | intake, idempotent on `policyId` (201 new, 200 same, 409 different) |
 //! | `GET /api/jobs` | paged list, newest first: `status`, `limit`, `cursor` |
 //! | `GET /api/jobs/stats` | counts by status, success rate, mean time, retries |
-//! | `GET /api/jobs/{id}` | one job with its timeline |
+//! | `GET /api/jobs/{id}` | one job with its timeline and evidence links |
+//! | `GET /api/artifacts/{key}` | a piece of evidence: the file, or a redirect to a pre-signed S3 URL |
 //! | `POST /api/jobs/{id}/retry` | an operator's requeue of a failed job |
 //! | `GET /api/session` | the master session |
 //! | `GET /api/recoveries` | the recovery history, newest first |
@@ -21,6 +22,7 @@
 //! | `GET /` | the dashboard |
 
 mod dashboard;
+mod evidence;
 mod jobs;
 mod metrics;
 mod views;
@@ -40,6 +42,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tracing::{debug, info};
 
+use crate::artifacts::ArtifactStore;
 use crate::book::Recorder;
 use crate::config::Secret;
 use crate::engine::portal::Portal;
@@ -87,6 +90,8 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Validates intake: every field the profile declares.
     pub profile: Profile,
+    /// Where failure evidence is stored; `None` links to nothing.
+    pub artifacts: Option<Arc<ArtifactStore>>,
 }
 
 /// How long a dashboard login lasts.
@@ -98,6 +103,7 @@ struct Shared {
     profile: Profile,
     token: Secret,
     max_body_bytes: usize,
+    artifacts: Option<Arc<ArtifactStore>>,
     /// Dashboard sessions: a random id (the cookie) and when it ends.
     sessions: Mutex<HashMap<String, Instant>>,
 }
@@ -167,6 +173,7 @@ pub fn router(desk: Arc<dyn Desk>, settings: ApiSettings) -> Router {
         profile: settings.profile,
         token: settings.token,
         max_body_bytes: settings.max_body_bytes,
+        artifacts: settings.artifacts,
         sessions: Mutex::default(),
     }));
     let protected = Router::new()
@@ -174,6 +181,7 @@ pub fn router(desk: Arc<dyn Desk>, settings: ApiSettings) -> Router {
         .route("/api/jobs/stats", get(jobs::stats))
         .route("/api/jobs/{id}", get(jobs::one))
         .route("/api/jobs/{id}/retry", post(jobs::retry))
+        .route("/api/artifacts/{*key}", get(evidence::artifact))
         .route("/api/session", get(jobs::session))
         .route("/api/recoveries", get(jobs::recoveries))
         .route("/metrics", get(metrics::metrics))

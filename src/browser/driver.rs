@@ -197,6 +197,8 @@ impl Driver {
             json!({ "pageLoad": PAGE_LOAD_TIMEOUT_MS, "script": 10_000, "implicit": 0 }),
         );
         caps.insert("goog:chromeOptions".into(), Json::Object(chrome));
+        // The console log, read as failure evidence.
+        caps.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
         caps
     }
 

@@ -51,6 +51,7 @@
 
 pub mod clone;
 pub mod driver;
+pub mod evidence;
 pub mod master;
 pub(crate) mod plain_http;
 pub mod portal;

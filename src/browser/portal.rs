@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::{BrowserConfig, BrowserError, Credentials, Driver, JobBrowser, Master, Outputs};
 use super::{SessionCheck, StepError, StepFailure};
+use crate::artifacts::Spool;
 use crate::captcha::CaptchaSolver;
 use crate::engine::portal::{Attempt, AttemptFailure, LoginFailure, Portal, PostSubmitFailure};
 use crate::journal::{FailureKind, JobId, Level};
@@ -34,8 +35,8 @@ pub struct LiveSettings {
     /// The portal's address; overrides the profile's `base_url`.
     pub base_url: String,
     pub credentials: Credentials,
-    /// Where screenshots and page HTML of failed attempts are written.
-    pub artifacts_dir: PathBuf,
+    /// Where the evidence of failed attempts is written first.
+    pub spool: Spool,
 }
 
 pub struct LivePortal {
@@ -343,6 +344,20 @@ impl Portal for LivePortal {
         })
     }
 
+    async fn evidence_missing(
+        &self,
+        job: &JobId,
+        attempt: u32,
+        failure: &AttemptFailure,
+    ) -> Vec<String> {
+        let why = format!("the attempt failed before its browser was ready: {failure}");
+        let captured = super::evidence::Captured::nothing(why);
+        self.settings
+            .spool
+            .keep(job, attempt, &failure.stage, captured)
+            .await
+    }
+
     async fn shutdown(&self) {
         self.close_master().await;
         if let Some(mut driver) = self.driver.write().await.take() {
@@ -480,42 +495,15 @@ impl Attempt for LiveAttempt {
     }
 
     async fn evidence(&mut self, stage: &str) -> Vec<String> {
-        let Some(browser) = self.browser.as_ref() else {
-            return Vec::new();
+        let captured = match self.browser.as_ref() {
+            Some(browser) => super::evidence::capture(browser).await,
+            None => super::evidence::Captured::nothing("the attempt's browser is closed"),
         };
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-        let stage: String = stage
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let key = format!("{}/{}-{stage}-{stamp}", self.job.0, self.attempt);
-        let dir = &self.settings.artifacts_dir;
-        let mut keys = Vec::new();
-        if let Err(e) = std::fs::create_dir_all(dir.join(&self.job.0)) {
-            warn!(error = %e, "cannot create the artifacts folder");
-            return keys;
+        for missing in &captured.missing {
+            warn!(stage, "evidence incomplete: {missing}");
         }
-        match browser.screenshot().await {
-            Ok(png) => {
-                let name = format!("{key}.png");
-                match std::fs::write(dir.join(&name), png) {
-                    Ok(()) => keys.push(name),
-                    Err(e) => warn!(error = %e, "cannot save the screenshot"),
-                }
-            }
-            Err(e) => warn!(error = %e, "no screenshot: the browser did not give one"),
-        }
-        match browser.page_source().await {
-            Ok(html) => {
-                let name = format!("{key}.html");
-                match std::fs::write(dir.join(&name), html) {
-                    Ok(()) => keys.push(name),
-                    Err(e) => warn!(error = %e, "cannot save the page"),
-                }
-            }
-            Err(e) => warn!(error = %e, "no page HTML: the browser did not give it"),
-        }
-        keys
+        let spool = &self.settings.spool;
+        spool.keep(&self.job, self.attempt, stage, captured).await
     }
 
     async fn close(mut self) {

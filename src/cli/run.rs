@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::api::{self, ApiSettings};
+use crate::artifacts::Evidence;
 use crate::book::Recorder;
 use crate::browser::portal::{LivePortal, LiveSettings};
 use crate::browser::{BrowserConfig, Credentials};
@@ -43,6 +44,7 @@ pub struct Daemon {
     api_task: JoinHandle<std::io::Result<()>>,
     api_stop: CancellationToken,
     drain: Duration,
+    evidence: Evidence,
 }
 
 impl Daemon {
@@ -73,6 +75,8 @@ impl Daemon {
 
         std::fs::create_dir_all(&config.work_dir)
             .with_context(|| format!("creating {}", config.work_dir.display()))?;
+        let evidence =
+            Evidence::start(&config.artifacts, &config.work_dir, Arc::clone(&recorder)).await;
         let webdriver_url = Some(config.portal.webdriver_url.clone()).filter(|u| !u.is_empty());
         let portal = LivePortal::new(LiveSettings {
             browser: BrowserConfig {
@@ -88,7 +92,7 @@ impl Daemon {
                 config.portal.username.clone(),
                 secrets.portal_password.expose(),
             ),
-            artifacts_dir: config.work_dir.join("artifacts"),
+            spool: evidence.spool.clone(),
         })
         .map_err(|e| anyhow::anyhow!("captcha solver: {e}"))?;
         let engine_config = config.engine_config();
@@ -106,6 +110,7 @@ impl Daemon {
                 token: secrets.api_token,
                 max_body_bytes: usize::try_from(config.api.max_body_bytes).unwrap_or(usize::MAX),
                 profile,
+                artifacts: Some(Arc::clone(&evidence.store)),
             },
         );
         let api_stop = CancellationToken::new();
@@ -126,6 +131,7 @@ impl Daemon {
             api_task,
             api_stop,
             drain,
+            evidence,
         })
     }
 
@@ -153,6 +159,7 @@ impl Daemon {
             error!("the engine did not stop in time; leaving it");
             engine_task.abort();
         }
+        self.evidence.stop().await;
         self.api_stop.cancel();
         match self.api_task.await {
             Ok(Ok(())) => {}

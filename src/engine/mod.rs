@@ -469,7 +469,10 @@ impl<P: Portal> Engine<P> {
         };
         let mut browser = match opened {
             Ok(b) => b,
-            Err(f) => return Outcome::Failed(f, Vec::new()),
+            Err(f) => {
+                let evidence = shared.portal.evidence_missing(id, attempt, &f).await;
+                return Outcome::Failed(f, evidence);
+            }
         };
 
         let filled = tokio::select! {

@@ -102,6 +102,19 @@ pub trait Portal: Send + Sync + 'static {
         document: &str,
     ) -> impl Future<Output = Result<Self::Attempt, AttemptFailure>> + Send;
 
+    /// Notes that an attempt failed before it had a browser to take
+    /// evidence from (`open_attempt` failed), and why; returns the keys of
+    /// that note. By default nothing is kept.
+    fn evidence_missing(
+        &self,
+        job: &JobId,
+        attempt: u32,
+        failure: &AttemptFailure,
+    ) -> impl Future<Output = Vec<String>> + Send {
+        let _ = (job, attempt, failure);
+        std::future::ready(Vec::new())
+    }
+
     /// Ends every browser; called once at shutdown.
     fn shutdown(&self) -> impl Future<Output = ()> + Send;
 }

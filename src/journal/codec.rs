@@ -15,10 +15,11 @@ use super::JournalError;
 /// newer one.
 ///
 /// A value is written with the oldest version that can hold its event
-/// (version 1 for everything but `requeued`), so journals without the
+/// (version 1 for everything but `requeued`, 2, and
+/// `artifact_upload_failed`, 3), so journals without the
 /// newer events stay readable by older builds, and an older build meeting a
 /// `requeued` refuses it by its version instead of misreading it.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 /// Bytes around the postcard body: the version byte and the checksum.
 const OVERHEAD: usize = 1 + 4;
@@ -135,42 +136,58 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn requeued_is_written_as_version_2_and_read_back() {
-        let r = Record {
+    /// The events that need a newer version than 1, with that version.
+    fn newer_events() -> [(JobEvent, u8); 2] {
+        [
+            (
+                JobEvent::Requeued {
+                    reason: "portal fixed".into(),
+                    confirmed_post_submission: false,
+                },
+                2,
+            ),
+            (
+                JobEvent::ArtifactUploadFailed {
+                    key: "POL-1/1-save-20260101T000000.000Z.png".into(),
+                    error: "connection refused".into(),
+                },
+                3,
+            ),
+        ]
+    }
+
+    fn job_record(event: JobEvent) -> Record {
+        Record {
             seq: 9,
             at: 5,
             subject: Subject::Job("POL-1".into()),
-            event: Event::Job(JobEvent::Requeued {
-                reason: "portal fixed".into(),
-                confirmed_post_submission: false,
-            }),
-        };
-        let bytes = encode(&as_ref(&r)).unwrap();
-        assert_eq!(bytes[0], 2);
-        assert_eq!(decode(9, &bytes).unwrap(), r);
+            event: Event::Job(event),
+        }
+    }
+
+    #[test]
+    fn newer_events_are_written_under_their_version_and_read_back() {
+        for (event, version) in newer_events() {
+            let r = job_record(event);
+            let bytes = encode(&as_ref(&r)).unwrap();
+            assert_eq!(bytes[0], version, "{}", r.event.name());
+            assert_eq!(decode(9, &bytes).unwrap(), r);
+        }
         // Older events keep version 1, so old readers still read them.
         assert_eq!(encode(&as_ref(&record())).unwrap()[0], 1);
     }
 
     #[test]
-    fn requeued_under_version_1_is_corrupt() {
-        let r = Record {
-            seq: 9,
-            at: 5,
-            subject: Subject::Job("POL-1".into()),
-            event: Event::Job(JobEvent::Requeued {
-                reason: "x".into(),
-                confirmed_post_submission: true,
-            }),
-        };
-        let mut bytes = encode(&as_ref(&r)).unwrap();
-        bytes[0] = 1;
-        let n = bytes.len() - 4;
-        let crc = crc32fast::hash(&bytes[..n]);
-        bytes[n..].copy_from_slice(&crc.to_le_bytes());
-        let err = decode(9, &bytes).unwrap_err();
-        assert!(matches!(err, JournalError::Corrupt { seq: 9, .. }), "{err}");
+    fn a_newer_event_under_an_older_version_is_corrupt() {
+        for (event, version) in newer_events() {
+            let mut bytes = encode(&as_ref(&job_record(event))).unwrap();
+            bytes[0] = version - 1;
+            let n = bytes.len() - 4;
+            let crc = crc32fast::hash(&bytes[..n]);
+            bytes[n..].copy_from_slice(&crc.to_le_bytes());
+            let err = decode(9, &bytes).unwrap_err();
+            assert!(matches!(err, JournalError::Corrupt { seq: 9, .. }), "{err}");
+        }
     }
 
     #[test]

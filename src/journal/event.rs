@@ -136,6 +136,11 @@ pub enum JobEvent {
         reason: String,
         confirmed_post_submission: bool,
     },
+    /// Storing a failure's evidence under `key` failed; the bytes stay in
+    /// the local spool and are sent again (also after a restart). A note,
+    /// not a transition: legal in every state after intake. Added in format
+    /// version 3.
+    ArtifactUploadFailed { key: String, error: String },
 }
 
 impl JobEvent {
@@ -149,6 +154,7 @@ impl JobEvent {
             JobEvent::AttemptFailed { .. } => "attempt_failed",
             JobEvent::PostSubmissionFailed { .. } => "post_submission_failed",
             JobEvent::Requeued { .. } => "requeued",
+            JobEvent::ArtifactUploadFailed { .. } => "artifact_upload_failed",
         }
     }
 
@@ -156,6 +162,7 @@ impl JobEvent {
     pub fn format_version(&self) -> u8 {
         match self {
             JobEvent::Requeued { .. } => 2,
+            JobEvent::ArtifactUploadFailed { .. } => 3,
             _ => 1,
         }
     }

@@ -10,6 +10,7 @@
 //!   submitted ──post_submission_failed──▶ failed_post_submission
 //!   failed_login_form ──requeued──▶ pending{0, 0}            (a new round)
 //!   failed_post_submission ──requeued(confirmed)──▶ pending{0, 0}
+//!   any state but blank ──artifact_upload_failed──▶ the same state
 //! ```
 //!
 //! `completed`, `failed_login_form` and `failed_post_submission` are terminal
@@ -267,6 +268,18 @@ impl JobMachine {
 
     /// Applies `event`, or refuses it and leaves the state unchanged.
     pub fn apply(&mut self, event: &JobEvent) -> Result<(), TransitionError> {
+        // A failed evidence upload is a note about the job, not a step of
+        // its lifecycle: it may come in any state, terminal ones included.
+        if let JobEvent::ArtifactUploadFailed { .. } = event {
+            return match self.state() {
+                State::Blank {} => Err(TransitionError {
+                    state: describe(self.state()),
+                    event: event.name(),
+                    why: "the job has not been accepted".into(),
+                }),
+                _ => Ok(()),
+            };
+        }
         super::decide(&mut self.inner, event, event.name(), describe)
     }
 
@@ -323,6 +336,30 @@ pub fn describe(state: &State) -> String {
 mod tests {
     use super::*;
     use crate::journal::FailureKind;
+
+    #[test]
+    fn an_upload_failure_is_legal_in_every_state_after_intake_and_changes_none() {
+        let note = JobEvent::ArtifactUploadFailed {
+            key: "A/1-x.png".into(),
+            error: "timed out".into(),
+        };
+        assert!(JobMachine::new().apply(&note).is_err());
+        let mut job = JobMachine::new();
+        let steps = [
+            accepted(1),
+            JobEvent::AttemptStarted { attempt: 1 },
+            JobEvent::Submitted { attempt: 1 },
+            JobEvent::Completed {
+                proposal_no: "P1".into(),
+            },
+        ];
+        for step in steps {
+            job.apply(&step).unwrap();
+            let before = job.state().clone();
+            job.apply(&note).unwrap();
+            assert_eq!(job.state(), &before);
+        }
+    }
 
     fn accepted(max: u32) -> JobEvent {
         JobEvent::Accepted {

@@ -231,6 +231,7 @@ impl Server {
                 token: Secret::new(TOKEN),
                 max_body_bytes: max_body,
                 profile: Profile::from_toml_str(SIM_PROFILE).unwrap(),
+                artifacts: None,
             },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
