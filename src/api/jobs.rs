@@ -42,9 +42,11 @@ fn json_path(key_path: &str) -> String {
     out
 }
 
+/// Ids name folders of evidence and appear in URLs: they start with a
+/// letter or digit (so never `.` or `..`) and hold no separators.
 fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
+    id.len() <= MAX_ID_LEN
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -120,7 +122,7 @@ pub(super) async fn intake(
             problems.push(problem(
                 "$.policyId",
                 None,
-                format!("1 to {MAX_ID_LEN} characters: letters, digits, '.', '_' or '-'"),
+                format!("1 to {MAX_ID_LEN} characters: letters, digits, '.', '_' or '-', starting with a letter or digit"),
             ));
             None
         }
@@ -437,6 +439,10 @@ mod tests {
         assert!(valid_id("POL-2026-000173"));
         assert!(!valid_id(""));
         assert!(!valid_id("a/b"));
+        assert!(!valid_id(".."));
+        assert!(!valid_id(".profile"));
+        assert!(!valid_id("-rf"));
+        assert!(valid_id("v1.2_x-3"));
         assert!(!valid_id(&"x".repeat(65)));
     }
 }
