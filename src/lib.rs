@@ -21,6 +21,7 @@
 //! - [`captcha`]: the pluggable captcha solvers.
 //! - [`portal_sim`]: the simulated agent portal that the demo and the tests
 //!   drive, with its ledger and fault switches.
+//! - [`owner_only`]: folders and files only the daemon's user may read.
 //! - [`rig`]: formwright with the simulated portal on one machine, as the
 //!   demo and the end-to-end tests run it.
 //! - [`config`]: the daemon's configuration (TOML, `FORMWRIGHT_*`
@@ -42,6 +43,7 @@ pub mod html;
 pub mod invariants;
 pub mod journal;
 pub mod machine;
+pub mod owner_only;
 pub mod portal_sim;
 pub mod profile;
 pub mod rig;

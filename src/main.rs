@@ -99,6 +99,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The journal, browser profiles (session cookies) and evidence hold
+    // personal data and secrets: nothing formwright or its browsers create
+    // is readable by other users.
+    formwright::owner_only::narrow_umask();
     match run(args) {
         Ok(code) => code,
         Err(e) => {

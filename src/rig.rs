@@ -493,7 +493,7 @@ fn absolute(path: &Path) -> Result<PathBuf, RigError> {
         path: path.to_owned(),
         source,
     };
-    std::fs::create_dir_all(path).map_err(fail)?;
+    crate::owner_only::create_dir_all(path).map_err(fail)?;
     std::fs::canonicalize(path).map_err(fail)
 }
 

@@ -497,6 +497,10 @@ async fn evidence_spooled_during_an_outage_is_sent_after_a_restart() {
 /// the API serves it from there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_store_needs_no_configuration() {
+    // A library user's usual umask: what formwright creates must not rely
+    // on the daemon narrowing it.
+    // SAFETY: umask swaps the process's file-creation mask; nothing else.
+    unsafe { libc::umask(0o022) };
     let dir = tempfile::tempdir().expect("temp dir");
     let rig = Rig::start(failing_options(dir.path(), ArtifactsSection::default()))
         .await
@@ -558,6 +562,34 @@ async fn the_local_store_needs_no_configuration() {
 
     let report = rig.finish().await.expect("the rig finishes");
     assert_failed_once(&report);
+
+    // The journal and the evidence hold customers' data: their owner's
+    // alone, whatever the test process's umask.
+    let dir_path = std::fs::canonicalize(dir.path()).unwrap();
+    for root in [dir_path.join("journal"), root] {
+        let loose = readable_by_others(&root);
+        assert!(loose.is_empty(), "readable by others: {loose:?}");
+    }
+}
+
+/// Everything at or under `path` that its group or others may use.
+fn readable_by_others(path: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    let mut loose = Vec::new();
+    if meta.permissions().mode() & 0o077 != 0 {
+        loose.push(format!(
+            "{} {:o}",
+            path.display(),
+            meta.permissions().mode()
+        ));
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            loose.extend(readable_by_others(&entry.unwrap().path()));
+        }
+    }
+    loose
 }
 
 async fn wait_until(what: &str, secs: u64, check: impl Fn() -> bool) {

@@ -197,9 +197,13 @@ fn record_failure(e: &RecordError) -> Response {
         RecordError::Refused { source, .. } => error(StatusCode::CONFLICT, source.to_string()),
         RecordError::Journal(j) => {
             tracing::error!(error = %j, "the journal refused a write");
+            // The engine halts on this (see `Engine::intake`): the client
+            // may send the job again once an operator has made room.
             error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the journal could not be written",
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the journal could not be written, so the engine has stopped taking work: {j}"
+                ),
             )
         }
     }

@@ -158,11 +158,11 @@ pub fn evidence_files(captured: &Captured, at: &str, stage: &str) -> Vec<(&'stat
 /// on disk under its name: a partial file, fsync, rename, fsync the folder.
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let folder = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(folder)?;
+    crate::owner_only::create_dir_all(folder)?;
     let mut partial = path.as_os_str().to_owned();
     partial.push(PARTIAL);
     let partial = PathBuf::from(partial);
-    let mut file = std::fs::File::create(&partial)?;
+    let mut file = crate::owner_only::create_file(&partial)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&partial, path)?;

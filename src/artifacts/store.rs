@@ -127,11 +127,12 @@ impl Store for LocalStore {
         };
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let parent = target.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(parent)?;
+            crate::owner_only::create_dir_all(parent)?;
             // The spool sits inside the store's folder, so this is a rename
             // on one file system; a copy covers a spool moved elsewhere.
             if std::fs::rename(&file, &target).is_err() {
                 std::fs::copy(&file, &target)?;
+                crate::owner_only::restrict(&target)?;
                 std::fs::File::open(&target)?.sync_all()?;
             }
             std::fs::File::open(parent)?.sync_all()

@@ -180,7 +180,8 @@ impl JobBrowser {
         if job_dir.exists() {
             std::fs::remove_dir_all(&job_dir).map_err(io("clearing the job folder", &job_dir))?;
         }
-        std::fs::create_dir_all(&job_dir).map_err(io("creating the job folder", &job_dir))?;
+        crate::owner_only::create_dir_all(&job_dir)
+            .map_err(io("creating the job folder", &job_dir))?;
         let guard = DirGuard(Some(job_dir.clone()));
 
         let user_data_dir = job_dir.join("profile");

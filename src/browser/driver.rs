@@ -81,7 +81,8 @@ impl Driver {
         // keep formwright's secrets out of it, and Chromium's temporary
         // folders inside the work folder rather than the shared /tmp.
         let tmp = config.work_dir.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(|e| start_err(format!("{}: {e}", tmp.display())))?;
+        crate::owner_only::create_dir_all(&tmp)
+            .map_err(|e| start_err(format!("{}: {e}", tmp.display())))?;
         let mut command = tokio::process::Command::new(&config.chromedriver);
         for (name, _) in std::env::vars_os() {
             let secret = name

@@ -139,7 +139,7 @@ impl Master {
     ) -> Result<Master, BrowserError> {
         let profile_dir = absolute(profile_dir.into())?;
         if !driver.is_remote() {
-            std::fs::create_dir_all(&profile_dir).map_err(|source| BrowserError::Io {
+            crate::owner_only::create_dir_all(&profile_dir).map_err(|source| BrowserError::Io {
                 doing: "creating the master profile folder",
                 path: profile_dir.clone(),
                 source,

@@ -73,7 +73,7 @@ impl Daemon {
         );
         let recorder = Arc::new(recorder);
 
-        std::fs::create_dir_all(&config.work_dir)
+        crate::owner_only::create_dir_all(&config.work_dir)
             .with_context(|| format!("creating {}", config.work_dir.display()))?;
         let evidence =
             Evidence::start(&config.artifacts, &config.work_dir, Arc::clone(&recorder)).await;

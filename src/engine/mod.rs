@@ -187,7 +187,13 @@ impl<P: Portal> Engine<P> {
             Ok(seq) => seq,
             // Two intakes of one id raced; the loser sees the winner's job.
             Err(RecordError::Refused { .. }) => return self.intake(id, document),
-            Err(e) => return Err(e.into()),
+            // A journal that cannot take a new job cannot take the events
+            // of the running ones either (a full disk, say): stop taking
+            // work now rather than at the next attempt's `submitted`.
+            Err(e) => {
+                self.on_record_error(&e);
+                return Err(e.into());
+            }
         };
         self.shared.wake.notify_waiters();
         Ok(Intake::Accepted { seq })

@@ -78,10 +78,11 @@ impl Journal {
             path: path.clone(),
             reason,
         };
-        std::fs::create_dir_all(&path).map_err(|e| open_err(e.to_string()))?;
-        restrict_to_owner(&path).map_err(|e| open_err(e.to_string()))?;
+        crate::owner_only::create_dir_all(&path).map_err(|e| open_err(e.to_string()))?;
+        crate::owner_only::restrict(&path).map_err(|e| open_err(e.to_string()))?;
 
         let db = open_sled(&path)?;
+        restrict_sled_files(&path).map_err(|e| open_err(e.to_string()))?;
         let events = db
             .open_tree(EVENTS_TREE)
             .map_err(|e| open_err(e.to_string()))?;
@@ -145,7 +146,7 @@ impl Journal {
                 .insert(seq.to_be_bytes(), bytes)
                 .map_err(|e| JournalError::Write {
                     seq,
-                    reason: e.to_string(),
+                    reason: sled_reason(&e),
                 })?;
             *next = seq + 1;
             seq
@@ -168,7 +169,7 @@ impl Journal {
             .map(|_| ())
             .map_err(|e| JournalError::Write {
                 seq,
-                reason: format!("flush: {e}"),
+                reason: format!("flushing to disk: {}", sled_reason(&e)),
             })
     }
 
@@ -368,6 +369,17 @@ fn decode_item(item: sled::Result<(sled::IVec, sled::IVec)>) -> Result<Record, J
     codec::decode(seq, &value)
 }
 
+/// sled's error in words. sled wraps an I/O error's debug form in a new
+/// one; its kind says the same plainly ("no storage space").
+fn sled_reason(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) if io.kind() != std::io::ErrorKind::Other => {
+            format!("I/O error: {}", io.kind())
+        }
+        other => other.to_string(),
+    }
+}
+
 fn decode_key(key: &[u8]) -> Result<u64, JournalError> {
     let bytes: [u8; 8] = key
         .try_into()
@@ -375,14 +387,18 @@ fn decode_key(key: &[u8]) -> Result<u64, JournalError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-#[cfg(unix)]
-fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-}
-
-#[cfg(not(unix))]
-fn restrict_to_owner(_path: &Path) -> std::io::Result<()> {
+/// Narrows sled's own files (`conf`, `db`, `blobs/`, `snap.*`) to the
+/// owner: they follow the process's umask, which a library user may not
+/// have narrowed. Nothing else in the folder is touched.
+fn restrict_sled_files(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if matches!(name.as_ref(), "conf" | "db" | "blobs") || name.starts_with("snap.") {
+            crate::owner_only::restrict_tree(&entry.path())?;
+        }
+    }
     Ok(())
 }
 

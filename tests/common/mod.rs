@@ -221,7 +221,20 @@ impl Server {
     /// `run_engine`: whether workers run (false keeps every job pending).
     pub async fn start(run_engine: bool, config: EngineConfig, max_body: usize) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let (recorder, _) = Recorder::open(dir.path().join("journal")).unwrap();
+        let journal = dir.path().join("journal");
+        Server::start_on(&journal, dir, run_engine, config, max_body).await
+    }
+
+    /// Like [`Server::start`], with the journal at `journal`; `dir` is kept
+    /// alive as long as the server.
+    pub async fn start_on(
+        journal: &std::path::Path,
+        dir: tempfile::TempDir,
+        run_engine: bool,
+        config: EngineConfig,
+        max_body: usize,
+    ) -> Server {
+        let (recorder, _) = Recorder::open(journal).unwrap();
         let recorder = Arc::new(recorder);
         let portal = ScriptedPortal::default();
         let engine = Engine::new(Arc::clone(&recorder), Arc::new(portal.clone()), config);
