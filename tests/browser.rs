@@ -809,6 +809,34 @@ fn unsafe_kill(pid: u32) {
         .expect("kill");
 }
 
+/// Evidence from a live browser holds the page; from a dead one it holds
+/// no picture but says why, and taking it neither fails nor hangs.
+#[tokio::test]
+async fn evidence_from_a_dead_browser_says_why_it_is_missing() {
+    let w = World::new().await;
+    let master = w.logged_in_master().await;
+    let mut job = w.clone_job(&master, "evidence").await;
+    assert!(job.check_session().await.unwrap().is_valid());
+
+    let live = formwright::browser::evidence::capture(&job).await;
+    assert!(live.missing.is_empty(), "{:?}", live.missing);
+    assert!(fixture::png_size(live.png.as_deref().unwrap()).is_some());
+    assert!(live.html.as_deref().unwrap().contains("</html>"));
+    assert!(live.url.as_deref().unwrap().starts_with("http://127.0.0.1"));
+
+    unsafe_kill(job.browser_pid().unwrap());
+    let started = Instant::now();
+    let dead = formwright::browser::evidence::capture(&job).await;
+    assert!(started.elapsed() < Duration::from_secs(35), "capture hung");
+    assert!(dead.png.is_none() && dead.html.is_none());
+    assert!(!dead.missing.is_empty(), "no reason given: {dead:?}");
+    let why = dead.missing.join("; ");
+    assert!(why.contains("screenshot") || why.contains("png"), "{why}");
+    eprintln!("dead browser's evidence: {why}");
+    job.close().await.ok();
+    master.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_dropped_job_browser_leaves_nothing_behind() {
     let w = World::new().await;
