@@ -346,15 +346,7 @@ async fn a_failed_attempt_leaves_its_evidence_in_s3() {
 
     // The API's view links each key to a pre-signed URL that serves it.
     let (base, stop) = serve_api(&rig).await;
-    let view = common::request(
-        "GET",
-        &format!("{base}/api/jobs/{job}"),
-        Some(common::TOKEN),
-        None,
-        &[],
-    )
-    .await
-    .json();
+    let view = api_get(&format!("{base}/api/jobs/{job}")).await.json();
     let evidence = view["evidence"].as_array().expect("evidence links");
     assert_eq!(evidence.len(), 3, "{view}");
     let html_link = evidence
@@ -388,6 +380,11 @@ async fn a_failed_attempt_leaves_its_evidence_in_s3() {
         !text.contains(AWS_SECRET),
         "the AWS secret key is in the export"
     );
+}
+
+/// `GET url` with the API's token.
+async fn api_get(url: &str) -> common::Reply {
+    common::request("GET", url, Some(common::TOKEN), None, &[]).await
 }
 
 /// The API over a rig's engine and its evidence store.
@@ -526,34 +523,13 @@ async fn the_local_store_needs_no_configuration() {
     assert_eq!(link, formwright::artifacts::Link::File(root.join(&keys[0])));
 
     let (base, stop) = serve_api(&rig).await;
-    let served = common::request(
-        "GET",
-        &format!("{base}/api/artifacts/{}", keys[0]),
-        Some(common::TOKEN),
-        None,
-        &[],
-    )
-    .await;
+    let served = api_get(&format!("{base}/api/artifacts/{}", keys[0])).await;
     assert_eq!(served.status, 200, "{}", served.text);
     assert_page(&served.text);
     assert_eq!(served.headers["content-security-policy"], "sandbox");
-    let outside = common::request(
-        "GET",
-        &format!("{base}/api/artifacts/{job}/not-journaled.png"),
-        Some(common::TOKEN),
-        None,
-        &[],
-    )
-    .await;
+    let outside = api_get(&format!("{base}/api/artifacts/{job}/not-journaled.png")).await;
     assert_eq!(outside.status, 404);
-    let dashboard = common::request(
-        "GET",
-        &format!("{base}/dashboard/live"),
-        Some(common::TOKEN),
-        None,
-        &[],
-    )
-    .await;
+    let dashboard = api_get(&format!("{base}/dashboard/live")).await;
     for key in &keys {
         let href = format!("href=\"/api/artifacts/{key}\"");
         assert!(dashboard.text.contains(&href), "the dashboard lacks {href}");

@@ -15,10 +15,10 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::Client;
 use serde_json::{json, Value as Json};
 
+use super::session::RawCommand;
 use super::JobBrowser;
 
 /// How long each part may take: a hung browser must not hold the attempt.
@@ -97,13 +97,13 @@ async fn bounded<T>(
 
 async fn full_page_png(client: &Client) -> Result<Vec<u8>, String> {
     let answer = client
-        .issue_cmd(SessionPost {
-            path: "goog/cdp/execute",
-            body: json!({
+        .issue_cmd(RawCommand::post(
+            "goog/cdp/execute",
+            json!({
                 "cmd": "Page.captureScreenshot",
                 "params": { "format": "png", "captureBeyondViewport": true },
             }),
-        })
+        ))
         .await
         .map_err(|e| e.to_string())?;
     let data = answer
@@ -117,36 +117,11 @@ async fn full_page_png(client: &Client) -> Result<Vec<u8>, String> {
 
 async fn console_log(client: &Client) -> Result<Vec<Json>, String> {
     let answer = client
-        .issue_cmd(SessionPost {
-            path: "se/log",
-            body: json!({ "type": "browser" }),
-        })
+        .issue_cmd(RawCommand::post("se/log", json!({ "type": "browser" })))
         .await
         .map_err(|e| e.to_string())?;
     match answer {
         Json::Array(entries) => Ok(entries),
         other => Err(format!("the driver answered {other} instead of a list")),
-    }
-}
-
-/// A POST to a path under the session, for chromedriver's own endpoints.
-#[derive(Debug)]
-struct SessionPost {
-    path: &'static str,
-    body: Json,
-}
-
-impl WebDriverCompatibleCommand for SessionPost {
-    fn endpoint(
-        &self,
-        base_url: &url::Url,
-        session_id: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        let session = session_id.unwrap_or_default();
-        base_url.join(&format!("session/{session}/{}", self.path))
-    }
-
-    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(self.body.to_string()))
     }
 }

@@ -233,10 +233,22 @@ fn remove_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// not cover as needed: cookies with every attribute kept as WebDriver
 /// gave them, and switching to the top frame.
 #[derive(Debug)]
-struct RawCommand {
+pub(crate) struct RawCommand {
     method: http::Method,
     path: String,
     body: Option<Json>,
+}
+
+impl RawCommand {
+    /// A POST of `body` to `path` under the session, for the driver's own
+    /// endpoints (chromedriver's `goog/cdp/execute`, `se/log`).
+    pub(crate) fn post(path: &str, body: Json) -> RawCommand {
+        RawCommand {
+            method: http::Method::POST,
+            path: path.to_string(),
+            body: Some(body),
+        }
+    }
 }
 
 impl WebDriverCompatibleCommand for RawCommand {
