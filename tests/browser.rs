@@ -565,6 +565,59 @@ async fn an_expired_clone_is_detected_quickly() {
     master.close().await.unwrap();
 }
 
+/// The session dies while a form is being filled: the next page is the
+/// login form, and the step waiting for its element ends at once, saying
+/// the session expired, rather than at its 15 s timeout.
+#[tokio::test]
+async fn a_session_that_dies_mid_form_ends_the_step_at_once() {
+    let w = World::new().await;
+    let master = w.logged_in_master().await;
+    let profile = profile_with(
+        r##"
+[[steps]]
+name = "open dashboard"
+phase = "pre_submit"
+action = "goto"
+url = "/Home/Dashboard"
+
+[[steps]]
+name = "branch list"
+phase = "pre_submit"
+action = "wait_for"
+selector = "#ddlBranch"
+timeout_ms = 15000
+"##,
+    );
+    let mut job = JobBrowser::clone_from(
+        &w.driver,
+        &master,
+        &profile,
+        w.base(),
+        w.work.path().join("mid-form"),
+    )
+    .await
+    .unwrap();
+    assert!(job.check_session().await.unwrap().is_valid());
+    let fields = profile.extract(&job_document()).unwrap();
+
+    lock(&w.fixture.portal).expire_all();
+    let started = Instant::now();
+    let err = job
+        .run_phase(Phase::PreSubmit, &fields, &mut Outputs::new())
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err.failure, StepFailure::LoggedOut { .. }),
+        "{err}"
+    );
+    assert_eq!(err.step, "branch list");
+    assert!(took < Duration::from_secs(3), "noticed after {took:?}");
+    eprintln!("mid-form expiry noticed in {took:?}: {err}");
+    job.close().await.unwrap();
+    master.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn every_step_action_runs() {
     let w = World::new().await;

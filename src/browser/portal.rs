@@ -421,6 +421,7 @@ fn classify(failure: &StepFailure) -> FailureKind {
         | StepFailure::ValueMismatch { .. }
         | StepFailure::Alert { .. } => FailureKind::Validation,
         StepFailure::BadValue { .. } => FailureKind::BadInput,
+        StepFailure::LoggedOut { .. } => FailureKind::SessionExpired,
         _ => FailureKind::Other,
     }
 }

@@ -29,6 +29,10 @@ use crate::profile::{self, Action, FieldValues, Phase, Profile, Step};
 /// How often a step re-checks its condition.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How often a wait for a missing element also looks for the portal's
+/// login form, which replaces the page when the session dies mid-form.
+const LOGIN_LOOK: Duration = Duration::from_millis(400);
+
 /// How long a closed Kendo list is left before it is opened again.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
@@ -160,6 +164,41 @@ pub enum StepFailure {
     /// `click_submit` was called without a successful `prepare_submit`.
     #[error("the submit click was not prepared")]
     NotPrepared,
+    /// The portal showed its login form instead of the page: the session
+    /// expired while the form was being filled.
+    #[error("the portal showed its login form after {} ms: the session has expired", .waited.as_millis())]
+    LoggedOut {
+        /// How long the step had waited when the form was seen.
+        waited: Duration,
+    },
+}
+
+/// While a step waits for an element that is not there, looks now and
+/// then for the portal's login form, so that a session that died mid-form
+/// ends the step at once rather than at its timeout.
+#[derive(Default)]
+struct LoginWatch {
+    next: Duration,
+}
+
+impl LoginWatch {
+    async fn look(&mut self, runner: &StepRunner<'_>, clock: Clock) -> Result<(), StepFailure> {
+        let waited = clock.waited();
+        if waited < self.next {
+            return Ok(());
+        }
+        self.next = waited + LOGIN_LOOK;
+        let selector = Locator::Css(&runner.profile.login.username);
+        let Ok(found) = runner.client.find_all(selector).await else {
+            return Ok(());
+        };
+        for el in found {
+            if el.is_displayed().await.unwrap_or(false) {
+                return Err(StepFailure::LoggedOut { waited });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A failed step: which step, what it did, on what, and what went wrong.
@@ -489,6 +528,7 @@ impl<'a> StepRunner<'a> {
 
     /// The first displayed element matching `selector`.
     async fn displayed(&self, selector: &str, clock: Clock) -> Result<Element, StepFailure> {
+        let mut login = LoginWatch::default();
         let present = loop {
             let found = match self.client.find_all(Locator::Css(selector)).await {
                 Ok(found) => found,
@@ -508,6 +548,7 @@ impl<'a> StepRunner<'a> {
                     Err(e) => return Err(failure_of(e)),
                 }
             }
+            login.look(self, clock).await?;
             if clock.expired() {
                 break present;
             }
@@ -523,12 +564,14 @@ impl<'a> StepRunner<'a> {
 
     /// The first element matching `selector`, displayed or not.
     async fn present(&self, selector: &str, clock: Clock) -> Result<Element, StepFailure> {
+        let mut login = LoginWatch::default();
         loop {
             match self.client.find(Locator::Css(selector)).await {
                 Ok(el) => return Ok(el),
                 Err(e) if e.is_no_such_element() => {}
                 Err(e) => return Err(failure_of(e)),
             }
+            login.look(self, clock).await?;
             if clock.expired() {
                 return Err(StepFailure::NotFound {
                     waited: clock.waited(),
