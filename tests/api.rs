@@ -3,6 +3,9 @@
 
 mod common;
 
+use common::scripted::Plan;
+use formwright::journal::FailureKind;
+
 use std::time::Duration;
 
 use common::{fast_engine_config, job, request, Server, TOKEN};
@@ -256,11 +259,14 @@ async fn the_list_pages_newest_first_with_a_stable_cursor() {
 #[tokio::test]
 async fn stats_session_recoveries_and_metrics_follow_the_engine() {
     let server = Server::start(true, fast_engine_config(2), LIMIT).await;
-    server.portal.edit(|s| {
-        s.fail_fill.insert("POL-S-BAD".into());
-        s.expire_once.insert("POL-S-2".into());
-        s.fail_after_submit.insert("POL-S-POST".into());
-    });
+    server
+        .portal
+        .plan("POL-S-BAD", vec![Plan::FailFill(FailureKind::Validation)]);
+    server.portal.plan(
+        "POL-S-2",
+        vec![Plan::FailFill(FailureKind::SessionExpired), Plan::Complete],
+    );
+    server.portal.plan("POL-S-POST", vec![Plan::FailAfterClick]);
     for id in ["POL-S-1", "POL-S-2", "POL-S-BAD", "POL-S-POST"] {
         assert_eq!(
             server.post("/api/jobs", &job(id).to_string()).await.status,
@@ -288,7 +294,7 @@ async fn stats_session_recoveries_and_metrics_follow_the_engine() {
     assert_eq!(bad["status"], "failed_login_form");
     assert_eq!(bad["attempts"], 2);
     assert_eq!(bad["failure"]["type"], "validation");
-    assert_eq!(bad["failure"]["stage"], "mobile");
+    assert_eq!(bad["failure"]["stage"], "type engine number");
     assert_eq!(bad["artifacts"].as_array().unwrap().len(), 2);
     let names: Vec<&str> = bad["timeline"]
         .as_array()
@@ -309,7 +315,7 @@ async fn stats_session_recoveries_and_metrics_follow_the_engine() {
     let post = server.get("/api/jobs/POL-S-POST").await.json();
     assert_eq!(post["failure"]["type"], "post_submission");
     let done = server.get("/api/jobs/POL-S-1").await.json();
-    assert!(done["proposal_no"].as_str().unwrap().starts_with("R2026"));
+    assert_eq!(done["proposal_no"], "R-POL-S-1");
 
     let session = server.get("/api/session").await.json();
     assert_eq!(session["state"], "ready", "{session}");
@@ -349,10 +355,10 @@ async fn stats_session_recoveries_and_metrics_follow_the_engine() {
 #[tokio::test]
 async fn an_operator_retries_failed_jobs_and_a_post_submission_one_only_when_confirmed() {
     let server = Server::start(true, fast_engine_config(1), LIMIT).await;
-    server.portal.edit(|s| {
-        s.fail_fill.insert("POL-R-FORM".into());
-        s.fail_after_submit.insert("POL-R-POST".into());
-    });
+    server
+        .portal
+        .plan("POL-R-FORM", vec![Plan::FailFill(FailureKind::Validation)]);
+    server.portal.plan("POL-R-POST", vec![Plan::FailAfterClick]);
     for id in ["POL-R-FORM", "POL-R-POST", "POL-R-OK"] {
         server.post("/api/jobs", &job(id).to_string()).await;
     }
@@ -367,10 +373,8 @@ async fn an_operator_retries_failed_jobs_and_a_post_submission_one_only_when_con
     assert_eq!(r.status, 409, "{}", r.text);
 
     // failed_login_form: requeued, a new round that now completes.
-    server.portal.edit(|s| {
-        s.fail_fill.clear();
-        s.fail_after_submit.clear();
-    });
+    server.portal.plan("POL-R-FORM", vec![Plan::Complete]);
+    server.portal.plan("POL-R-POST", vec![Plan::Complete]);
     let r = server
         .post("/api/jobs/POL-R-FORM/retry", r#"{"reason":"mobile fixed"}"#)
         .await;
@@ -442,10 +446,10 @@ async fn an_operator_retries_failed_jobs_and_a_post_submission_one_only_when_con
 #[tokio::test]
 async fn shutdown_lets_a_submitted_attempt_finish_within_the_drain_time() {
     let server = Server::start(true, fast_engine_config(3), LIMIT).await;
-    server.portal.edit(|s| {
-        s.slow_submit
-            .insert("POL-D-SLOW".into(), Duration::from_millis(600));
-    });
+    server.portal.plan(
+        "POL-D-SLOW",
+        vec![Plan::SlowClick(Duration::from_millis(600))],
+    );
     server
         .post("/api/jobs", &job("POL-D-SLOW").to_string())
         .await;
@@ -469,9 +473,7 @@ async fn shutdown_journals_a_submitted_attempt_that_outlives_the_drain_time() {
     let mut config = fast_engine_config(3);
     config.drain = Duration::from_millis(300);
     let server = Server::start(true, config, LIMIT).await;
-    server.portal.edit(|s| {
-        s.hang_on_submit.insert("POL-D-HANG".into());
-    });
+    server.portal.plan("POL-D-HANG", vec![Plan::HangOnClick]);
     server
         .post("/api/jobs", &job("POL-D-HANG").to_string())
         .await;

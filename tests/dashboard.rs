@@ -4,6 +4,9 @@
 
 mod common;
 
+use common::scripted::Plan;
+use formwright::journal::FailureKind;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -86,9 +89,6 @@ async fn check(client: &Client, server: &Server) {
     assert!(text(client, "#recoveries").await.contains("job POL-UI-1"));
 
     // It refreshes by itself: a new job shows up without a reload.
-    server.portal.edit(|s| {
-        s.hang_on_submit.clear();
-    });
     let r = server
         .post("/api/jobs", &job("POL-UI-NEW").to_string())
         .await;
@@ -109,10 +109,13 @@ async fn check(client: &Client, server: &Server) {
 #[tokio::test]
 async fn the_dashboard_matches_the_api_in_a_real_browser() {
     let server = Server::start(true, fast_engine_config(2), 64 * 1024).await;
-    server.portal.edit(|s| {
-        s.fail_fill.insert("POL-UI-BAD".into());
-        s.expire_once.insert("POL-UI-1".into());
-    });
+    server
+        .portal
+        .plan("POL-UI-BAD", vec![Plan::FailFill(FailureKind::Validation)]);
+    server.portal.plan(
+        "POL-UI-1",
+        vec![Plan::FailFill(FailureKind::SessionExpired), Plan::Complete],
+    );
     for id in ["POL-UI-1", "POL-UI-2", "POL-UI-BAD"] {
         assert_eq!(
             server.post("/api/jobs", &job(id).to_string()).await.status,

@@ -1,17 +1,17 @@
 //! The engine against a scripted portal: retries, the submit rule, panics,
 //! and the master session's one-recovery-at-a-time ladder. No browser.
 
-mod support;
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::scripted::{portal, Plan, Scripted};
 use formwright::book::Recorder;
 use formwright::engine::session::{Health, SessionConfig};
 use formwright::engine::{Engine, EngineConfig, Intake};
 use formwright::journal::{Event, FailureKind, JobId, Level, SessionEvent};
 use formwright::machine::job::Status;
-use support::scripted::{portal, Plan, Scripted};
 
 fn config() -> EngineConfig {
     EngineConfig {

@@ -1,7 +1,7 @@
 //! Property: however N jobs' requests for recovery interleave, the number of
 //! recoveries started equals the number of distinct expiry episodes.
 
-mod support;
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +9,11 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use common::scripted::portal;
 use formwright::book::Recorder;
 use formwright::engine::alerts::{AlertConfig, Alerts};
 use formwright::engine::session::{Health, MasterSession, Recovered, SessionConfig};
 use formwright::journal::{Event, JobId, SessionEvent, Trigger};
-use support::scripted::portal;
 
 /// One episode: the portal logs the master out, then jobs notice it after
 /// their own delays (ms). Some notice long after the recovery ended, or

@@ -1,194 +1,30 @@
-//! What the API, dashboard and shutdown tests share: a scripted portal (no
-//! browser), an API server on port 0 over a real engine, and a small HTTP
-//! client.
+//! What the engine, API, dashboard and hostile-input tests share: a
+//! scripted portal (no browser), an API server on port 0 over a real
+//! engine, and a small HTTP client.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+pub mod scripted;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use formwright::api::{self, ApiSettings};
 use formwright::book::Recorder;
 use formwright::config::Secret;
-use formwright::engine::portal::{
-    Attempt, AttemptFailure, LoginFailure, Portal, PostSubmitFailure,
-};
 use formwright::engine::session::SessionConfig;
 use formwright::engine::{Engine, EngineConfig};
-use formwright::journal::{FailureKind, JobId, Level};
 use formwright::profile::Profile;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use scripted::Scripted;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 pub const SIM_PROFILE: &str = include_str!("../../profiles/sim.toml");
 pub const EXAMPLE_JOBS: &str = include_str!("../../examples/jobs.json");
-
-/// What the scripted portal does with a job, by id.
-#[derive(Default)]
-pub struct Script {
-    /// Fill fails (a validation message on the page).
-    pub fail_fill: HashSet<String>,
-    /// Fill fails once with an expired session (starts a recovery).
-    pub expire_once: HashSet<String>,
-    /// The page breaks after the save click.
-    pub fail_after_submit: HashSet<String>,
-    /// The save click never answers.
-    pub hang_on_submit: HashSet<String>,
-    /// The save click takes this long.
-    pub slow_submit: HashMap<String, Duration>,
-}
-
-/// A portal that acts out [`Script`] instantly, with no browser. Clones
-/// share one script.
-#[derive(Clone, Default)]
-pub struct ScriptedPortal(Arc<PortalState>);
-
-#[derive(Default)]
-pub struct PortalState {
-    pub script: Mutex<Script>,
-    proposals: AtomicU32,
-    pub logins: AtomicU32,
-}
-
-impl std::ops::Deref for ScriptedPortal {
-    type Target = PortalState;
-    fn deref(&self) -> &PortalState {
-        &self.0
-    }
-}
-
-impl ScriptedPortal {
-    pub fn edit(&self, f: impl FnOnce(&mut Script)) {
-        f(&mut self.script.lock().unwrap());
-    }
-}
-
-pub struct ScriptedAttempt {
-    job: String,
-    portal: ScriptedPortal,
-}
-
-impl Attempt for ScriptedAttempt {
-    async fn fill(&mut self) -> Result<(), AttemptFailure> {
-        let expired = self
-            .portal
-            .script
-            .lock()
-            .unwrap()
-            .expire_once
-            .remove(&self.job);
-        if expired {
-            return Err(AttemptFailure::new(
-                FailureKind::SessionExpired,
-                "clone check",
-                "the login form showed",
-            ));
-        }
-        if self
-            .portal
-            .script
-            .lock()
-            .unwrap()
-            .fail_fill
-            .contains(&self.job)
-        {
-            return Err(AttemptFailure::new(
-                FailureKind::Validation,
-                "mobile",
-                "the portal refused #txtMobileNo",
-            ));
-        }
-        Ok(())
-    }
-
-    async fn click_submit(&mut self) -> Result<(), PostSubmitFailure> {
-        let (hang, slow) = {
-            let s = self.portal.script.lock().unwrap();
-            (
-                s.hang_on_submit.contains(&self.job),
-                s.slow_submit.get(&self.job).copied(),
-            )
-        };
-        if hang {
-            std::future::pending::<()>().await;
-        }
-        if let Some(d) = slow {
-            tokio::time::sleep(d).await;
-        }
-        Ok(())
-    }
-
-    async fn finish(&mut self) -> Result<String, PostSubmitFailure> {
-        if self
-            .portal
-            .script
-            .lock()
-            .unwrap()
-            .fail_after_submit
-            .contains(&self.job)
-        {
-            return Err(PostSubmitFailure {
-                stage: "read proposal number".into(),
-                error: "HTTP 500 after save".into(),
-                proposal_no: None,
-            });
-        }
-        let n = self.portal.proposals.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(format!("R2026{n:08}"))
-    }
-
-    async fn evidence(&mut self, stage: &str) -> Vec<String> {
-        vec![format!(
-            "artifacts/{}/{}.png",
-            self.job,
-            stage.replace(' ', "-")
-        )]
-    }
-
-    async fn close(self) {}
-}
-
-impl Portal for ScriptedPortal {
-    type Attempt = ScriptedAttempt;
-
-    async fn start_master(&self) -> Result<(), LoginFailure> {
-        self.logins.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    async fn recover(&self, _level: Level) -> Result<(), LoginFailure> {
-        self.logins.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn restored_backup(&self) -> bool {
-        false
-    }
-
-    async fn master_logged_in(&self) -> Result<bool, LoginFailure> {
-        Ok(true)
-    }
-
-    async fn open_attempt(
-        &self,
-        job: &JobId,
-        _attempt: u32,
-        _document: &str,
-    ) -> Result<ScriptedAttempt, AttemptFailure> {
-        Ok(ScriptedAttempt {
-            job: job.0.clone(),
-            portal: self.clone(),
-        })
-    }
-
-    async fn shutdown(&self) {}
-}
 
 pub fn fast_engine_config(max_attempts: u32) -> EngineConfig {
     EngineConfig {
@@ -209,8 +45,8 @@ pub fn fast_engine_config(max_attempts: u32) -> EngineConfig {
 /// An API server on port 0 over an engine on the scripted portal.
 pub struct Server {
     pub base: String,
-    pub engine: Engine<ScriptedPortal>,
-    pub portal: ScriptedPortal,
+    pub engine: Engine<Scripted>,
+    pub portal: Scripted,
     pub recorder: Arc<Recorder>,
     pub dir: tempfile::TempDir,
     stop: CancellationToken,
@@ -236,7 +72,7 @@ impl Server {
     ) -> Server {
         let (recorder, _) = Recorder::open(journal).unwrap();
         let recorder = Arc::new(recorder);
-        let portal = ScriptedPortal::default();
+        let portal = Scripted::default();
         let engine = Engine::new(Arc::clone(&recorder), Arc::new(portal.clone()), config);
         let router = api::router(
             Arc::new(engine.clone()),

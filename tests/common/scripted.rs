@@ -1,4 +1,4 @@
-//! A scripted portal for engine tests that need no browser: each job's
+//! A scripted portal for the engine and API tests that need no browser: each job's
 //! attempts follow a plan, the master session can be expired or made to
 //! refuse logins, and every save click is counted like the portal's ledger.
 
@@ -24,6 +24,10 @@ pub enum Plan {
     FailAfterClick,
     /// The attempt's code panics while filling.
     PanicInFill,
+    /// The save click takes this long.
+    SlowClick(Duration),
+    /// The save click never answers.
+    HangOnClick,
 }
 
 #[derive(Default)]
@@ -178,6 +182,11 @@ impl Attempt for ScriptedAttempt {
 
     async fn click_submit(&mut self) -> Result<(), PostSubmitFailure> {
         self.portal.clicks.lock().unwrap().push(self.job.clone());
+        match self.plan {
+            Plan::HangOnClick => std::future::pending::<()>().await,
+            Plan::SlowClick(pause) => tokio::time::sleep(pause).await,
+            _ => {}
+        }
         Ok(())
     }
 
