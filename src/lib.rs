@@ -24,6 +24,8 @@
 //! - [`owner_only`]: folders and files only the daemon's user may read.
 //! - [`rig`]: formwright with the simulated portal on one machine, as the
 //!   demo and the end-to-end tests run it.
+//! - [`documents`]: job documents in a file or a body (object, array or
+//!   NDJSON).
 //! - [`config`]: the daemon's configuration (TOML, `FORMWRIGHT_*`
 //!   overrides, secrets from the environment or a file).
 //! - [`api`]: the HTTP API, metrics and the dashboard (axum).
@@ -37,6 +39,7 @@ pub mod browser;
 pub mod captcha;
 pub mod cli;
 pub mod config;
+pub mod documents;
 pub mod engine;
 pub mod export;
 pub mod html;

@@ -132,10 +132,10 @@ pub fn example_jobs() -> Result<Vec<(JobId, serde_json::Value)>, RigError> {
     parse_jobs(EXAMPLE_JOBS)
 }
 
-/// Parses a JSON array of job documents; each needs a `policyId`.
+/// Parses job documents (one object, an array or NDJSON); each needs a
+/// `policyId`.
 pub fn parse_jobs(text: &str) -> Result<Vec<(JobId, serde_json::Value)>, RigError> {
-    let docs: Vec<serde_json::Value> =
-        serde_json::from_str(text).map_err(|e| RigError::Jobs(e.to_string()))?;
+    let docs = crate::documents::parse(text).map_err(|e| RigError::Jobs(format!("{e:#}")))?;
     docs.into_iter()
         .enumerate()
         .map(

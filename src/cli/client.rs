@@ -118,56 +118,6 @@ impl ApiClient {
     }
 }
 
-/// Splits a file's text into job documents: one object, an array of them,
-/// or one object per line (NDJSON).
-pub fn parse_documents(text: &str) -> anyhow::Result<Vec<Value>> {
-    let whole = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Array(items)) => return Ok(items),
-        Ok(object @ Value::Object(_)) => return Ok(vec![object]),
-        Ok(_) => bail!("expected a job object, an array of them, or NDJSON"),
-        Err(e) => e,
-    };
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Value>(line) {
-            Ok(doc) => out.push(doc),
-            // Not even the first line is JSON on its own: the file is one
-            // document, and its own error says where it breaks.
-            Err(_) if out.is_empty() => bail!(
-                "malformed JSON at line {}, column {}: {whole}",
-                whole.line(),
-                whole.column()
-            ),
-            Err(e) => bail!("line {} is not a JSON object: {e}", i + 1),
-        }
-    }
-    if out.is_empty() {
-        bail!("no jobs found");
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod parse_tests {
-    use super::parse_documents;
-
-    #[test]
-    fn a_broken_multi_line_document_names_where_it_breaks() {
-        let err = parse_documents("{\"policyId\": \"X\",\n  \"fullName\": oops}").unwrap_err();
-        assert!(err.to_string().contains("line 2, column"), "{err}");
-    }
-
-    #[test]
-    fn ndjson_names_its_bad_line() {
-        let err = parse_documents("{\"a\":1}\n{\"b\":\n").unwrap_err();
-        assert!(err.to_string().starts_with("line 2 "), "{err}");
-        assert_eq!(parse_documents("{\"a\":1}\n{\"b\":2}\n").unwrap().len(), 2);
-    }
-}
-
 fn error_text(body: &Value) -> String {
     let mut text = body
         .get("error")
@@ -194,7 +144,7 @@ pub async fn submit(client: &ApiClient, file: &str, out: &mut impl Write) -> any
     } else {
         std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
     };
-    let docs = parse_documents(&text)?;
+    let docs = crate::documents::parse(&text)?;
     let mut all_ok = true;
     for (i, doc) in docs.iter().enumerate() {
         let id = doc
@@ -350,23 +300,4 @@ fn encode_segment(s: &str) -> String {
             }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_one_an_array_or_ndjson() {
-        assert_eq!(parse_documents("{\"a\":1}").unwrap().len(), 1);
-        assert_eq!(parse_documents("[{\"a\":1},{\"a\":2}]").unwrap().len(), 2);
-        assert_eq!(
-            parse_documents("{\"a\":1}\n\n{\"a\":2}\n{\"a\":3}\n")
-                .unwrap()
-                .len(),
-            3
-        );
-        let err = parse_documents("{\"a\":1}\nnope\n").unwrap_err();
-        assert!(format!("{err:#}").contains("line 2"), "{err:#}");
-    }
 }

@@ -14,8 +14,8 @@ use crate::rig::{parse_jobs, Report, Rig, RigOptions};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Jobs to run: a JSON array of `onlinePolicy` documents (default: the
-    /// 20 built-in examples).
+    /// Jobs to run: `onlinePolicy` documents as one object, a JSON array or
+    /// NDJSON (default: the 20 built-in examples).
     #[arg(long)]
     pub jobs: Option<PathBuf>,
     /// The portal profile (default: the built-in simulated-portal profile).
