@@ -123,6 +123,12 @@ impl Log {
             .map(|(i, (_, l))| (i, l.clone()))
     }
 
+    /// Whether a line at or after `from` passes `test`.
+    pub fn any_line(&self, from: usize, test: impl Fn(&str) -> bool) -> bool {
+        let lines = self.0.lock().unwrap();
+        lines.iter().skip(from).any(|(_, l)| test(l))
+    }
+
     pub fn any_since(&self, from: usize, what: &str) -> bool {
         self.find(from, what).is_some()
     }
@@ -258,6 +264,13 @@ impl Daemon {
         }
         let _ = self.child.wait();
         reap_strays(work);
+    }
+
+    /// SIGKILL to the daemon alone: chromedriver and Chromium run on, as
+    /// after a crash, for the next start to end.
+    pub fn kill_alone(mut self) {
+        kill(self.pid() as i32);
+        let _ = self.child.wait();
     }
 
     /// SIGTERM and a wait for a clean exit; panics after `timeout`.
