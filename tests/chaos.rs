@@ -22,9 +22,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// How long jobs keep arriving and faults keep coming.
-const LOAD: Duration = Duration::from_secs(100);
+const LOAD: Duration = Duration::from_secs(90);
 /// How long the jobs left then may take to end.
-const DRAIN: Duration = Duration::from_secs(90);
+const DRAIN: Duration = Duration::from_secs(60);
 /// Jobs kept open (pending or running) under load.
 const OPEN_JOBS: u64 = 3;
 
@@ -60,7 +60,7 @@ impl Fault {
         match self {
             Fault::ExpireSessions => "sessions expired",
             Fault::SlowPages => "slow pages (a few s)",
-            Fault::Error500AfterSave => "500 after save (a few s)",
+            Fault::Error500AfterSave => "500 after the next save",
             Fault::DropConnections => "connections dropped",
             Fault::FailLogins => "logins failed",
             Fault::KillJobChromium => "job Chromium killed",
@@ -100,7 +100,7 @@ async fn under_chaos_every_job_ends_classified_and_none_twice() {
     }
     let load_started = Instant::now();
     let mut next_fault = Instant::now() + Duration::from_secs(3);
-    let mut revert: Option<(Instant, FaultPatch)> = None;
+    let mut revert: Option<Revert> = None;
     while load_started.elapsed() < LOAD {
         assert!(
             daemon.exited().is_none(),
@@ -115,11 +115,12 @@ async fn under_chaos_every_job_ends_classified_and_none_twice() {
             assert_eq!(reply.status, 201, "intake of {id}: {}", reply.text);
             accepted.insert(id, chassis);
         }
-        if let Some((at, patch)) = revert.take() {
-            if Instant::now() >= at {
-                sim.faults().apply(patch);
+        if let Some(r) = revert.take() {
+            let saved = sim.ledger().len() > r.saves;
+            if Instant::now() >= r.at || (r.until_a_save && saved) {
+                sim.faults().apply(r.patch);
             } else {
-                revert = Some((at, patch));
+                revert = Some(r);
             }
         }
         if Instant::now() >= next_fault && revert.is_none() {
@@ -143,8 +144,8 @@ async fn under_chaos_every_job_ends_classified_and_none_twice() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    if let Some((_, patch)) = revert.take() {
-        sim.faults().apply(patch);
+    if let Some(r) = revert.take() {
+        sim.faults().apply(r.patch);
     }
 
     let drain_until = Instant::now() + DRAIN;
@@ -255,17 +256,27 @@ async fn under_chaos_every_job_ends_classified_and_none_twice() {
     }
 }
 
-/// Injects one fault; false when it had nothing to act on. Faults that
-/// last set `revert` to the patch that ends them, and when.
+/// How a lasting fault ends.
+struct Revert {
+    /// The switches back as they were.
+    patch: FaultPatch,
+    /// At the latest then.
+    at: Instant,
+    /// Or once the ledger holds more than `saves` proposals.
+    until_a_save: bool,
+    saves: usize,
+}
+
+/// Injects one fault; false when it had nothing to act on. A fault that
+/// lasts sets `revert` to how it ends.
 fn inject(
     fault: Fault,
     daemon: &Daemon,
     sim: &PortalSim,
     rng: &mut StdRng,
-    revert: &mut Option<(Instant, FaultPatch)>,
+    revert: &mut Option<Revert>,
 ) -> bool {
-    let lasting =
-        |rng: &mut StdRng| Instant::now() + Duration::from_millis(rng.gen_range(2000..5000));
+    let saves = sim.ledger().len();
     match fault {
         Fault::ExpireSessions => {
             sim.faults().expire_sessions_now();
@@ -275,19 +286,27 @@ fn inject(
                 page_delay_ms: Some(rng.gen_range(300..1500)),
                 ..FaultPatch::default()
             });
-            let end = FaultPatch {
-                page_delay_ms: Some(0),
-                ..FaultPatch::default()
-            };
-            *revert = Some((lasting(rng), end));
+            *revert = Some(Revert {
+                patch: FaultPatch {
+                    page_delay_ms: Some(0),
+                    ..FaultPatch::default()
+                },
+                at: Instant::now() + Duration::from_millis(rng.gen_range(2000..5000)),
+                until_a_save: false,
+                saves,
+            });
         }
         Fault::Error500AfterSave => {
             sim.faults().break_after_save(AfterSave::Error500);
-            let end = FaultPatch {
-                after_save: Some(AfterSave::Normal),
-                ..FaultPatch::default()
-            };
-            *revert = Some((lasting(rng), end));
+            *revert = Some(Revert {
+                patch: FaultPatch {
+                    after_save: Some(AfterSave::Normal),
+                    ..FaultPatch::default()
+                },
+                at: Instant::now() + Duration::from_secs(30),
+                until_a_save: true,
+                saves,
+            });
         }
         Fault::DropConnections => sim.faults().drop_next_requests(rng.gen_range(1..4)),
         Fault::FailLogins => sim.faults().fail_next_logins(rng.gen_range(1..3)),
