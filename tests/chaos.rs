@@ -131,11 +131,11 @@ async fn under_chaos_every_job_ends_classified_and_none_twice() {
             };
             if inject(fault, &daemon, &sim, &mut rng, &mut revert) {
                 *injected.entry(fault).or_default() += 1;
-                println!(
+                child::say(format!(
                     "{:>5.1} s: {}",
                     run_started.elapsed().as_secs_f64(),
                     fault.name()
-                );
+                ));
             } else {
                 // Nothing to aim at yet (no job browser open): again soon.
                 plan.insert(0, fault);
@@ -221,7 +221,7 @@ async fn under_chaos_every_job_ends_classified_and_none_twice() {
         "wall s".into(),
         format!("{:.0}", run_started.elapsed().as_secs_f64()),
     ));
-    println!("daemon logs: {}", home.log_file.display());
+    child::say(format!("daemon logs: {}", home.log_file.display()));
     child::table("chaos run", &rows);
 
     assert!(status.success(), "the daemon exited with {status}");

@@ -142,13 +142,13 @@ async fn sigkill_at_every_stage_loses_no_job_and_raises_no_proposal_twice() {
             daemon.kill(&home.work());
         }
         *landed.entry(stage).or_default() += 1;
-        println!(
+        child::say(format!(
             "kill {:>4}/{kills}: aimed at {:<30} landed {:<30} ({:.0} s in)",
             kill + 1,
             aim.name(),
             stage.name(),
             run_started.elapsed().as_secs_f64()
-        );
+        ));
     }
 
     // A last, undisturbed run: what is left finishes (or stays pending),
@@ -289,7 +289,7 @@ async fn sigkill_at_every_stage_loses_no_job_and_raises_no_proposal_twice() {
         "wall s".into(),
         format!("{:.0}", run_started.elapsed().as_secs_f64()),
     ));
-    println!("daemon logs: {}", home.log_file.display());
+    child::say(format!("daemon logs: {}", home.log_file.display()));
     child::table("crash torture", &rows);
 
     assert!(
@@ -510,8 +510,7 @@ async fn a_restart_after_the_daemon_alone_was_killed_ends_its_browsers() {
         .expect("an attempt starts");
     let (_, browsers) = daemon.browsers();
     assert!(browsers.len() >= 2, "master and job browsers: {browsers:?}");
-    child::kill(daemon.pid() as i32);
-    drop(daemon);
+    daemon.kill_alone();
     let orphans: Vec<u32> = child::strays(&home.work()).iter().map(|p| p.pid).collect();
     assert!(!orphans.is_empty(), "nothing survived the daemon");
 

@@ -18,6 +18,13 @@ pub use crate::common::{example_jobs, request, Reply, SIM_PROFILE, TOKEN};
 
 pub const PASSWORD: &str = "torture-portal-password";
 
+/// Prints a line of the run's figures. Straight to stderr, past the test
+/// harness's capture, so CI's log shows them for a passing run too.
+pub fn say(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// A seed from `var`, or one made from the clock; printed either way so a
 /// failing run can be replayed.
 pub fn seed(var: &str) -> u64 {
@@ -29,7 +36,9 @@ pub fn seed(var: &str) -> u64 {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64 % 1_000_000)
         });
-    println!("{var}={seed}  (set it to replay this run)");
+    say(format!(
+        "{var}={seed}  (set it to replay this run's aims and pauses)"
+    ));
     seed
 }
 
@@ -501,9 +510,9 @@ pub async fn stats(api: &str) -> Value {
 /// Prints a table: a header row and rows, columns padded.
 pub fn table(title: &str, rows: &[(String, String)]) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    println!("\n{title}");
-    println!("{}", "-".repeat(width + 12));
+    say(format!("\n{title}"));
+    say("-".repeat(width + 12));
     for (k, v) in rows {
-        println!("{k:<width$}  {v:>8}");
+        say(format!("{k:<width$}  {v:>8}"));
     }
 }
