@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 /// Where a kill landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Stage {
-    /// An attempt between its clone and `submitted`.
+    /// An attempt running, from its clone of the login to `submitted`.
     Filling,
     /// Within a few milliseconds of `submitted` reaching the disk, before
     /// the click reached the portal.
@@ -374,13 +374,12 @@ async fn aim_and_kill(
     };
     match aim {
         Stage::Filling => {
-            let Some((at, _)) = daemon
-                .wait_for(ready, "login cloned into a job browser", WAIT)
-                .await
-            else {
-                stuck("clone", daemon)
+            // `attempt_started` is journaled just before the clone begins;
+            // the master's profile is copied first thing.
+            let Some((at, _)) = daemon.wait_for(ready, "master profile copied", WAIT).await else {
+                stuck("attempt", daemon)
             };
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..3000))).await;
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..4000))).await;
             if daemon.log.any_since(at, "submitted is durable") {
                 Stage::Elsewhere
             } else {
@@ -432,7 +431,7 @@ async fn aim_and_kill(
             let Some((at, _)) = daemon.wait_for(ready, "recovery try", WAIT).await else {
                 stuck("recovery", daemon)
             };
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..1500))).await;
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..1000))).await;
             if daemon.log.any_since(at, "master session recovered") {
                 Stage::Elsewhere
             } else {
