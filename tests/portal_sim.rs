@@ -732,6 +732,31 @@ async fn error_after_save_records_the_proposal_then_answers_500() {
 }
 
 #[tokio::test]
+async fn a_delayed_save_records_the_proposal_only_after_the_delay() {
+    let sim = start().await;
+    let mut b = Browser::new(&sim);
+    b.login(&sim).await;
+    let form = prepare(&mut b, &client_form()).await;
+    sim.faults().delay_saves(Duration::from_millis(600));
+    let mut saving = b.clone();
+    let body = encode(&pairs(&form));
+    let started = std::time::Instant::now();
+    let save = tokio::spawn(async move {
+        saving
+            .try_send("POST", "/TwoWheeler/SaveProposal", Some(body))
+            .await
+            .map(|a| a.status)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sim.ledger().is_empty(), "recorded before the delay ran out");
+    let status = save.await.unwrap().expect("the save answers");
+    assert_eq!(status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert_eq!(sim.ledger().len(), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn hang_after_save_records_the_proposal_and_never_answers() {
     let sim = start().await;
     let mut b = Browser::new(&sim);

@@ -126,6 +126,29 @@ pub fn copy_profile(from: &Path, to: &Path) -> std::io::Result<u64> {
     Ok(copied)
 }
 
+/// Deletes every job folder in `jobs_dir`: what a daemon killed outright
+/// (SIGKILL, a crash, the OOM killer) left, since only a job browser's close
+/// or drop deletes its folder. Call it only while no attempt runs. Returns
+/// how many were deleted; a missing `jobs_dir` is none.
+pub fn sweep_job_folders(jobs_dir: &Path) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(jobs_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut deleted = 0;
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+        deleted += 1;
+    }
+    Ok(deleted)
+}
+
 /// Deletes a folder when dropped unless disarmed: a clone that fails
 /// halfway leaves no job folder behind.
 struct DirGuard(Option<PathBuf>);

@@ -344,6 +344,83 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Ends what an earlier run on `work_dir` left running. A daemon killed
+/// outright (SIGKILL, a crash, the OOM killer) cannot end its chromedriver
+/// or the Chromium processes under it: they run on, and the old master
+/// browser keeps its profile's lock, so a new browser on that profile exits
+/// at once and the first login falls through to a fresh profile. They are
+/// known by what only formwright gives them: Chromium's `--user-data-dir`
+/// inside `work_dir`, chromedriver's `TMPDIR` (`work_dir/tmp`). Each is
+/// killed with its process group (the old chromedriver's, which holds its
+/// browsers), never this process's own. Returns how many were found; waits
+/// (up to a few seconds) until they are gone.
+pub(crate) fn end_leftovers(work_dir: &Path) -> usize {
+    let own_pid = std::process::id();
+    // SAFETY: getpgrp(2) has no memory effects and cannot fail.
+    let own_group = unsafe { libc::getpgrp() };
+    let profiles = format!("--user-data-dir={}/", work_dir.display());
+    let tmp = format!("TMPDIR={}", work_dir.join("tmp").display());
+    let mut found = Vec::new();
+    for pid in pids() {
+        if pid == own_pid {
+            continue;
+        }
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let args = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+        let browser = args
+            .split(|b| *b == 0)
+            .any(|a| a.starts_with(profiles.as_bytes()));
+        let driver = !browser
+            && std::fs::read(proc_dir.join("environ"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .any(|v| v == tmp.as_bytes());
+        if browser || driver {
+            found.push(pid);
+        }
+    }
+    for &pid in &found {
+        match process_group(pid) {
+            Some(group) if group > 1 && group != own_group => {
+                // SAFETY: kill(2) has no memory effects; a negative pid names
+                // a process group.
+                unsafe {
+                    libc::kill(-group, libc::SIGKILL);
+                }
+            }
+            _ => kill_pid(pid),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while found.iter().any(|&p| pid_alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    found.len()
+}
+
+/// Every process id in /proc.
+fn pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+/// A process's group, from /proc.
+fn process_group(pid: u32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the parenthesised command name: state, parent, group.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
 /// The main Chromium process using a profile folder: the one whose command
 /// line has `--user-data-dir=<dir>` and no `--type=` (helpers have one).
 pub(crate) fn find_browser_pid(dir: &Path) -> Option<u32> {

@@ -93,6 +93,11 @@ impl BrowserConfig {
         self.work_dir.join("master-profile")
     }
 
+    /// Where the job browsers' folders go.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.work_dir.join("jobs")
+    }
+
     /// A fresh folder for one attempt of one job under `work_dir`; the job
     /// browser deletes it when it closes.
     pub fn job_dir(&self, job_id: &str, attempt: u32) -> PathBuf {
@@ -106,7 +111,7 @@ impl BrowserConfig {
                 }
             })
             .collect();
-        self.work_dir.join("jobs").join(format!("{safe}-{attempt}"))
+        self.jobs_dir().join(format!("{safe}-{attempt}"))
     }
 }
 

@@ -211,6 +211,28 @@ impl Portal for LivePortal {
     type Attempt = LiveAttempt;
 
     async fn start_master(&self) -> Result<(), LoginFailure> {
+        // A run killed outright leaves its browsers running (they hold the
+        // master profile's lock) and its job folders behind. No attempt runs
+        // before the first login, so every job folder now is a leftover.
+        if self.settings.browser.webdriver_url.is_none() {
+            let work_dir = self.settings.browser.work_dir.clone();
+            let ended =
+                tokio::task::spawn_blocking(move || super::driver::end_leftovers(&work_dir))
+                    .await
+                    .unwrap_or(0);
+            if ended > 0 {
+                warn!(
+                    processes = ended,
+                    "ended browsers a previous run left running"
+                );
+            }
+        }
+        let jobs = self.settings.browser.jobs_dir();
+        match super::clone::sweep_job_folders(&jobs) {
+            Ok(0) => {}
+            Ok(n) => warn!(folders = n, "deleted job folders a previous run left"),
+            Err(e) => warn!(error = %e, dir = %jobs.display(), "could not sweep old job folders"),
+        }
         self.ensure_driver(false).await?;
         self.close_master().await;
         let dir = self.settings.browser.master_profile_dir();

@@ -51,6 +51,10 @@ pub struct FaultState {
     /// The loading mask stays this long after each request; 0 means the
     /// usual 200-400 ms.
     pub mask_hold_ms: u64,
+    /// The save request waits this long before it records the proposal:
+    /// a slow save, so a test can act between formwright's click and the
+    /// proposal's existence.
+    pub save_delay_ms: u64,
     /// What the save request does after recording the proposal.
     pub after_save: AfterSave,
     /// This many coming requests (except `/__admin`) get their connection
@@ -71,6 +75,7 @@ impl Default for FaultState {
             fail_all_logins: false,
             page_delay_ms: 0,
             mask_hold_ms: 0,
+            save_delay_ms: 0,
             after_save: AfterSave::Normal,
             drop_next_requests: 0,
             renamed_ids: BTreeMap::new(),
@@ -96,6 +101,8 @@ pub struct FaultPatch {
     pub page_delay_ms: Option<u64>,
     /// See [`FaultState::mask_hold_ms`].
     pub mask_hold_ms: Option<u64>,
+    /// See [`FaultState::save_delay_ms`].
+    pub save_delay_ms: Option<u64>,
     /// See [`FaultState::after_save`].
     pub after_save: Option<AfterSave>,
     /// See [`FaultState::drop_next_requests`].
@@ -115,6 +122,7 @@ impl FaultState {
             fail_all_logins,
             page_delay_ms,
             mask_hold_ms,
+            save_delay_ms,
             after_save,
             drop_next_requests,
             renamed_ids,
@@ -139,6 +147,9 @@ impl FaultState {
         }
         if let Some(v) = mask_hold_ms {
             self.mask_hold_ms = v;
+        }
+        if let Some(v) = save_delay_ms {
+            self.save_delay_ms = v;
         }
         if let Some(v) = after_save {
             self.after_save = v;
@@ -224,6 +235,11 @@ impl Faults {
     /// the usual 200-400 ms.
     pub fn hold_mask(&self, hold: Duration) {
         self.update(|f| f.mask_hold_ms = millis(hold));
+    }
+
+    /// Holds each save request for `delay` before it records the proposal.
+    pub fn delay_saves(&self, delay: Duration) {
+        self.update(|f| f.save_delay_ms = millis(delay));
     }
 
     /// Chooses what the save request does after recording the proposal.

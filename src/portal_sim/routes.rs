@@ -582,6 +582,10 @@ async fn save_proposal(
     headers: HeaderMap,
     Form(form): Form<validate::Form>,
 ) -> Response {
+    let delay = lock(&shared.faults).save_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let mut outcome = None;
     let refused = with_session(&shared, &headers, |s| {
         outcome = Some(check_save(&shared, s, &form));
