@@ -344,6 +344,39 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Claims `work_dir` for this process until the returned file is dropped
+/// (or the process dies, however it dies): an exclusive `flock` on
+/// `work_dir/formwright.lock`. A start ends every browser a previous run
+/// left on its work folder ([`end_leftovers`]), so a second daemon on the
+/// same folder would end the first one's browsers; it is refused instead.
+pub(crate) fn claim_work_dir(work_dir: &Path) -> Result<std::fs::File, String> {
+    let path = work_dir.join("formwright.lock");
+    let fail =
+        |e: std::io::Error| format!("cannot claim the work folder {}: {e}", work_dir.display());
+    crate::owner_only::create_dir_all(work_dir).map_err(fail)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on a descriptor this function owns; no memory effects.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            format!(
+                "the work folder {} is in use by another formwright process",
+                work_dir.display()
+            )
+        } else {
+            fail(e)
+        });
+    }
+    Ok(file)
+}
+
 /// Ends what an earlier run on `work_dir` left running. A daemon killed
 /// outright (SIGKILL, a crash, the OOM killer) cannot end its chromedriver
 /// or the Chromium processes under it: they run on, and the old master
@@ -450,6 +483,21 @@ pub(crate) fn find_browser_pid(dir: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claimed_work_folder_is_refused_until_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let first = claim_work_dir(&work).unwrap();
+        let refused = claim_work_dir(&work).unwrap_err();
+        assert!(
+            refused.contains("in use by another formwright process")
+                && refused.contains(&work.display().to_string()),
+            "{refused}"
+        );
+        drop(first);
+        claim_work_dir(&work).expect("free again once the claim is dropped");
+    }
 
     #[test]
     fn capabilities_carry_the_fixed_options() {

@@ -47,6 +47,8 @@ pub struct LivePortal {
     restored_backup: AtomicBool,
     /// Master browsers started so far: a recovery opens at most one.
     masters_opened: AtomicUsize,
+    /// This process's claim on the work folder (local browsers only).
+    _work_dir_claim: Option<std::fs::File>,
 }
 
 impl LivePortal {
@@ -57,7 +59,12 @@ impl LivePortal {
                 selector: String::new(),
             }),
         };
+        let claim = match settings.browser.webdriver_url {
+            None => Some(super::driver::claim_work_dir(&settings.browser.work_dir)?),
+            Some(_) => None,
+        };
         Ok(LivePortal {
+            _work_dir_claim: claim,
             settings: Arc::new(settings),
             solver,
             driver: RwLock::new(None),
