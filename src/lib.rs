@@ -25,6 +25,8 @@
 //!   demo and the end-to-end tests run it.
 //! - [`config`]: the daemon's configuration (TOML, `FORMWRIGHT_*`
 //!   overrides, secrets from the environment or a file).
+//! - [`timing`]: where an attempt's time goes: a timed span per step,
+//!   exported as a histogram and summarised by the demo.
 //! - [`api`]: the HTTP API, metrics and the dashboard (axum).
 //! - [`cli`]: the commands of the `formwright` binary, one file each
 //!   (`run` is the daemon; `submit`, `jobs`, `status`, `retry` its clients).
@@ -45,3 +47,4 @@ pub mod machine;
 pub mod portal_sim;
 pub mod profile;
 pub mod rig;
+pub mod timing;
