@@ -249,8 +249,11 @@ impl Peaks {
         let daemon = Arc::new(AtomicU64::new(0));
         let browsers = Arc::new(AtomicU64::new(0));
         let task = {
-            let (stop, daemon, browsers) =
-                (Arc::clone(&stop), Arc::clone(&daemon), Arc::clone(&browsers));
+            let (stop, daemon, browsers) = (
+                Arc::clone(&stop),
+                Arc::clone(&daemon),
+                Arc::clone(&browsers),
+            );
             tokio::task::spawn_blocking(move || {
                 while !stop.load(Ordering::SeqCst) {
                     daemon.fetch_max(rss_kib(std::process::id()), Ordering::SeqCst);
@@ -297,7 +300,11 @@ fn descendants(root: u32) -> Vec<u32> {
     let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             if let Some(ppid) = parent(&entry.path()) {
@@ -319,5 +326,10 @@ fn descendants(root: u32) -> Vec<u32> {
 fn parent(proc_dir: &Path) -> Option<u32> {
     let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
     // The fields after the parenthesised command: state, then ppid.
-    stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }

@@ -129,7 +129,10 @@ fn browsers_under(dir: &Path) -> Vec<u32> {
         })
         .filter(|&pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                let state = stat.rsplit(')').next().and_then(|s| s.trim().chars().next());
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|s| s.trim().chars().next());
                 !matches!(state, Some('Z') | Some('X') | None)
             })
         })
@@ -200,10 +203,7 @@ async fn nothing_one_attempt_leaves_reaches_the_next_on_the_same_browser() {
     assert_eq!(seen["local"], "job one", "{seen}");
     assert_eq!(seen["session"], "job one", "{seen}");
     assert_eq!(seen["cookie"], true, "{seen}");
-    assert!(
-        seen["indexeddb"].to_string().contains("fw-leak"),
-        "{seen}"
-    );
+    assert!(seen["indexeddb"].to_string().contains("fw-leak"), "{seen}");
     assert!(cookie_names(&a1).await.contains(&"fw_leak".to_string()));
     let history = seen["history"].clone();
     // Filling checks that every typed value stuck.
@@ -222,10 +222,7 @@ async fn nothing_one_attempt_leaves_reaches_the_next_on_the_same_browser() {
     assert_eq!(seen["local"], Value::Null, "{seen}");
     assert_eq!(seen["session"], Value::Null, "{seen}");
     assert_eq!(seen["cookie"], false, "{seen}");
-    assert!(
-        !seen["indexeddb"].to_string().contains("fw-leak"),
-        "{seen}"
-    );
+    assert!(!seen["indexeddb"].to_string().contains("fw-leak"), "{seen}");
     assert_eq!(
         seen["history"], history,
         "the tab's history holds no page of the first attempt: {seen}"
@@ -247,9 +244,16 @@ async fn nothing_one_attempt_leaves_reaches_the_next_on_the_same_browser() {
     let page = client.source().await.expect("the page");
     for field in ["surname", "mobileNumber", "chassisNumber", "engineNumber"] {
         let value = first[field].as_str().unwrap();
-        assert!(!page.contains(value), "{field} of the first job on the page");
+        assert!(
+            !page.contains(value),
+            "{field} of the first job on the page"
+        );
     }
-    let engine_no = js(&a2, "const e = document.getElementById('txtEngineNo'); return e ? e.value : null;").await;
+    let engine_no = js(
+        &a2,
+        "const e = document.getElementById('txtEngineNo'); return e ? e.value : null;",
+    )
+    .await;
     assert!(
         engine_no.as_str().is_none_or(str::is_empty),
         "the engine number field holds {engine_no}"

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use formwright::book::{Recovery, RecoveryOutcome};
-use formwright::browser::CloneStrategy;
 use formwright::browser::portal::{backup_path, LivePortal};
+use formwright::browser::CloneStrategy;
 use formwright::engine::alerts::AlertConfig;
 use formwright::engine::session::{Health, SessionConfig};
 use formwright::engine::Engine;

@@ -177,7 +177,11 @@ mod tests {
             crate::timing::OPEN_PHASE,
             std::time::Duration::from_millis(80),
         );
-        steps.record("first name", "pre_submit", std::time::Duration::from_millis(300));
+        steps.record(
+            "first name",
+            "pre_submit",
+            std::time::Duration::from_millis(300),
+        );
         let text = render(&book, Health::Starting, Some(&steps)).unwrap();
         assert!(
             text.contains("# TYPE formwright_attempt_step_seconds histogram"),

@@ -74,9 +74,7 @@ impl SessionCheck {
     /// From navigation start to the decision.
     pub fn elapsed(&self) -> Duration {
         match self {
-            SessionCheck::Valid { elapsed, .. } | SessionCheck::Expired { elapsed, .. } => {
-                *elapsed
-            }
+            SessionCheck::Valid { elapsed, .. } | SessionCheck::Expired { elapsed, .. } => *elapsed,
         }
     }
 
@@ -313,7 +311,12 @@ impl JobBrowser {
         let guard = DirGuard(Some(dir.clone()));
         let user_agent = Some(user_agent).filter(|ua| !ua.is_empty());
         let session = driver
-            .open_session("pooled", Some(&user_data_dir), user_agent, Some(dir.clone()))
+            .open_session(
+                "pooled",
+                Some(&user_data_dir),
+                user_agent,
+                Some(dir.clone()),
+            )
             .await?;
         guard.disarm();
         debug!(

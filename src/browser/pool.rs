@@ -50,9 +50,7 @@ const PARK_TIMEOUT: Duration = Duration::from_secs(5);
 const START_WAIT: Duration = Duration::from_secs(20);
 
 /// How each attempt gets its browser.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CloneStrategy {
     /// A new Chromium per attempt, on a copy of the master's profile plus
