@@ -15,9 +15,10 @@
 //!   few pages, which is less than the `portal ms` column: the time the
 //!   simulated portal spent answering all of a job's requests, measured
 //!   server-side;
-//! - peak RSS of the daemon (this process: engine and simulated portal)
-//!   and of all browsers together (every process chromedriver started,
-//!   summed; chromedriver itself not counted), sampled every 250 ms.
+//! - peak memory of the daemon (RSS of this process: engine and simulated
+//!   portal) and of all browsers together (the PSS of every process
+//!   chromedriver started, summed, so pages Chromium's processes share are
+//!   counted once; chromedriver itself not counted), sampled every 250 ms.
 //!
 //! The portal runs with its defaults and no fault switch: no page delay,
 //! no held loading mask (it shows for its usual 200-400 ms after each
@@ -98,8 +99,16 @@ async fn run(strategy: CloneStrategy, parallel: usize, jobs: usize) -> anyhow::R
     options.heartbeat = None;
     let rig = Rig::start(options).await?;
 
-    let driver = rig.portal().driver_pid();
-    let peaks = Peaks::start(tokio::time::timeout(Duration::from_secs(60), driver).await?);
+    // chromedriver starts with the engine's first login: wait for it.
+    let mut driver = None;
+    for _ in 0..600 {
+        driver = rig.portal().driver_pid().await;
+        if driver.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let peaks = Peaks::start(driver);
     let ended = rig.wait_ended(Duration::from_secs(1800), |_| {}).await;
     let (_, portal_time) = rig.sim().answered();
     let report = rig.finish().await?;
@@ -230,7 +239,7 @@ fn print(runs: &[Run], jobs: usize) {
          the dashboard loaded, the login confirmed: all before the first form step); it \
          includes the portal answering those pages, less than `portal ms`, the portal's \
          server-side time for all of a job's requests. clone, navig, check: medians. MB: peak \
-         RSS (browsers: every Chromium process summed, shared pages counted in each). \
+         memory (daemon: RSS; browsers: PSS of every Chromium process, summed). \
          browsers: started (pooled: and reuses)"
     );
 }
@@ -258,7 +267,7 @@ impl Peaks {
                 while !stop.load(Ordering::SeqCst) {
                     daemon.fetch_max(rss_kib(std::process::id()), Ordering::SeqCst);
                     if let Some(driver) = driver {
-                        let sum: u64 = descendants(driver).into_iter().map(rss_kib).sum();
+                        let sum: u64 = descendants(driver).into_iter().map(pss_kib).sum();
                         browsers.fetch_max(sum, Ordering::SeqCst);
                     }
                     std::thread::sleep(Duration::from_millis(250));
@@ -291,6 +300,19 @@ fn rss_kib(pid: u32) -> u64 {
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A process's proportional set size: its private pages plus its share of
+/// pages it shares, so a sum over Chromium's processes counts each page once.
+fn pss_kib(pid: u32) -> u64 {
+    let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+        return 0;
+    };
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
