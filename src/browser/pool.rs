@@ -112,7 +112,7 @@ pub struct PoolStats {
 
 /// A place in the pool: a parked browser, or one starting.
 enum Slot {
-    Parked(JobBrowser),
+    Parked(Box<JobBrowser>),
     Starting(JoinHandle<Result<JobBrowser, BrowserError>>),
 }
 
@@ -233,7 +233,7 @@ impl Pool {
         loop {
             let slot = self.slots.lock().ok()?.pop_front()?;
             match slot {
-                Slot::Parked(browser) => return Some(browser),
+                Slot::Parked(browser) => return Some(*browser),
                 Slot::Starting(start) => match start.await {
                     Ok(Ok(browser)) => return Some(browser),
                     Ok(Err(e)) => warn!(error = %e, "a pooled browser did not start"),
@@ -305,8 +305,9 @@ impl Pool {
         };
         match why {
             None => {
-                if let Err(Slot::Parked(browser)) = self.push_slot(Slot::Parked(browser)) {
-                    close_quietly(browser).await;
+                if let Err(Slot::Parked(browser)) = self.push_slot(Slot::Parked(Box::new(browser)))
+                {
+                    close_quietly(*browser).await;
                 }
             }
             Some(why) => {
@@ -330,7 +331,7 @@ impl Pool {
         };
         for slot in slots {
             match slot {
-                Slot::Parked(browser) => close_quietly(browser).await,
+                Slot::Parked(browser) => close_quietly(*browser).await,
                 Slot::Starting(mut start) => {
                     match tokio::time::timeout(START_WAIT, &mut start).await {
                         Ok(Ok(Ok(browser))) => close_quietly(browser).await,
@@ -390,7 +391,7 @@ impl Pool {
         match self.push_slot(slot) {
             Ok(()) => true,
             Err(Slot::Parked(browser)) => {
-                tokio::spawn(close_quietly(browser));
+                tokio::spawn(close_quietly(*browser));
                 false
             }
             Err(Slot::Starting(start)) => {
