@@ -18,6 +18,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Value;
 
+use crate::browser::CloneStrategy;
+
 /// Prefix of every environment variable the daemon reads.
 pub const ENV_PREFIX: &str = "FORMWRIGHT_";
 
@@ -87,6 +89,11 @@ pub struct EngineSection {
     pub recovery_cooldown_s: u64,
     /// At shutdown, how long attempts past `submitted` may take to finish.
     pub shutdown_drain_s: u64,
+    /// `pooled` (warm job browsers, one per worker) or `fresh` (a new
+    /// browser on a profile copy per attempt).
+    pub clone_strategy: CloneStrategy,
+    /// A pooled browser is replaced after this many attempts.
+    pub pool_recycle_after: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -154,6 +161,8 @@ impl Default for EngineSection {
             recovery_try_pause_s: 2,
             recovery_cooldown_s: 300,
             shutdown_drain_s: 60,
+            clone_strategy: CloneStrategy::Pooled,
+            pool_recycle_after: 50,
         }
     }
 }
@@ -282,6 +291,9 @@ impl DaemonConfig {
         if self.engine.max_attempts == 0 {
             return invalid("engine.max_attempts", "must be at least 1");
         }
+        if self.engine.pool_recycle_after == 0 {
+            return invalid("engine.pool_recycle_after", "must be at least 1");
+        }
         if self.api.bind.parse::<IpAddr>().is_err() {
             return invalid("api.bind", "must be an IP address, e.g. 127.0.0.1");
         }
@@ -323,6 +335,16 @@ impl DaemonConfig {
                 recoveries_per_hour: self.alerts.recoveries_per_hour as usize,
             },
             drain: Duration::from_secs(e.shutdown_drain_s),
+        }
+    }
+
+    /// How job browsers are had: the strategy, one pooled browser per
+    /// worker, and their recycling.
+    pub fn clone_settings(&self) -> crate::browser::CloneSettings {
+        crate::browser::CloneSettings {
+            strategy: self.engine.clone_strategy,
+            pool_size: self.engine.workers as usize,
+            recycle_after: self.engine.pool_recycle_after,
         }
     }
 
@@ -595,6 +617,49 @@ mod tests {
         let err = DaemonConfig::from_parts(MINIMAL, "t", &env(&[("FORMWRIGHT_API_PORT", "x")]))
             .unwrap_err();
         assert!(err.to_string().contains("FORMWRIGHT_API_PORT"), "{err}");
+    }
+
+    #[test]
+    fn the_clone_strategy_is_pooled_unless_set_to_fresh() {
+        let config = DaemonConfig::from_parts(MINIMAL, "t", &[]).unwrap().config;
+        assert_eq!(config.engine.clone_strategy, CloneStrategy::Pooled);
+        let clone = config.clone_settings();
+        assert_eq!((clone.pool_size, clone.recycle_after), (3, 50));
+
+        let file = format!("{MINIMAL}[engine]\nclone_strategy = \"fresh\"\n");
+        let config = DaemonConfig::from_parts(&file, "t", &[]).unwrap().config;
+        assert_eq!(config.engine.clone_strategy, CloneStrategy::Fresh);
+
+        let overridden = DaemonConfig::from_parts(
+            &file,
+            "t",
+            &env(&[
+                ("FORMWRIGHT_ENGINE_CLONE_STRATEGY", "pooled"),
+                ("FORMWRIGHT_ENGINE_WORKERS", "5"),
+                ("FORMWRIGHT_ENGINE_POOL_RECYCLE_AFTER", "7"),
+            ]),
+        )
+        .unwrap()
+        .config
+        .clone_settings();
+        assert_eq!(overridden.strategy, CloneStrategy::Pooled);
+        assert_eq!((overridden.pool_size, overridden.recycle_after), (5, 7));
+
+        let err = DaemonConfig::from_parts(
+            MINIMAL,
+            "t",
+            &env(&[("FORMWRIGHT_ENGINE_CLONE_STRATEGY", "warm")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("warm") && err.contains("pooled"), "{err}");
+        let err = DaemonConfig::from_parts(
+            MINIMAL,
+            "t",
+            &env(&[("FORMWRIGHT_ENGINE_POOL_RECYCLE_AFTER", "0")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("pool_recycle_after"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,8 @@
 //!   NDJSON).
 //! - [`config`]: the daemon's configuration (TOML, `FORMWRIGHT_*`
 //!   overrides, secrets from the environment or a file).
+//! - [`timing`]: where an attempt's time goes: a timed span per step,
+//!   exported as a histogram and summarised by the demo.
 //! - [`api`]: the HTTP API, metrics and the dashboard (axum).
 //! - [`cli`]: the commands of the `formwright` binary, one file each
 //!   (`run` is the daemon; `submit`, `jobs`, `status`, `retry` its clients).
@@ -50,3 +52,4 @@ pub mod owner_only;
 pub mod portal_sim;
 pub mod profile;
 pub mod rig;
+pub mod timing;

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use crate::artifacts::{ArtifactsSection, Evidence};
 use crate::book::Recorder;
 use crate::browser::portal::{LivePortal, LiveSettings};
-use crate::browser::{BrowserConfig, Credentials};
+use crate::browser::{BrowserConfig, CloneSettings, CloneStrategy, Credentials, PoolStats};
 use crate::cli::replay::Verdict;
 use crate::engine::alerts::AlertConfig;
 use crate::engine::session::SessionConfig;
@@ -39,6 +39,7 @@ use crate::machine::job::Status;
 use crate::machine::session::SessionStatus;
 use crate::portal_sim::{FaultPatch, LedgerEntry, PortalSim, SimConfig};
 use crate::profile::{Profile, ProfileError};
+use crate::timing::StepSummary;
 
 /// The simulated portal's profile, built in so a rig runs from any folder.
 pub const SIM_PROFILE: &str = include_str!("../profiles/sim.toml");
@@ -100,6 +101,11 @@ pub struct RigOptions {
     pub alerts: AlertConfig,
     /// Where failure evidence goes (by default `work_dir/artifacts`).
     pub artifacts: ArtifactsSection,
+    /// How each attempt gets its browser (`pooled` by default: one warm
+    /// browser per worker).
+    pub clone_strategy: CloneStrategy,
+    /// A pooled browser is replaced after this many attempts.
+    pub pool_recycle_after: u32,
 }
 
 impl RigOptions {
@@ -123,6 +129,8 @@ impl RigOptions {
             faults: FaultPatch::default(),
             alerts: AlertConfig::default(),
             artifacts: ArtifactsSection::default(),
+            clone_strategy: CloneStrategy::default(),
+            pool_recycle_after: CloneSettings::default().recycle_after,
         })
     }
 }
@@ -194,6 +202,12 @@ pub struct Report {
     pub replay: Verdict,
     /// Whether the replayed book equals the one the live engine had.
     pub replay_matches_live: bool,
+    /// How the attempts got their browsers.
+    pub clone_strategy: CloneStrategy,
+    /// What the warm pool did (`pooled`).
+    pub pool: Option<PoolStats>,
+    /// Where the attempts' time went, step by step, in attempt order.
+    pub steps: Vec<StepSummary>,
 }
 
 impl Report {
@@ -281,6 +295,8 @@ impl Rig {
             faults,
             alerts,
             artifacts,
+            clone_strategy,
+            pool_recycle_after,
         } = options;
         for (id, doc) in &jobs {
             profile.extract(doc).map_err(|e| RigError::JobDoesNotFit {
@@ -316,6 +332,11 @@ impl Rig {
             base_url: sim.url(),
             credentials: Credentials::new(sim_config.username, sim_config.password),
             spool: evidence.spool.clone(),
+            clone: CloneSettings {
+                strategy: clone_strategy,
+                pool_size: workers.max(1),
+                recycle_after: pool_recycle_after,
+            },
         })
         .map_err(RigError::Captcha)?;
         let portal = Arc::new(portal);
@@ -469,6 +490,8 @@ impl Rig {
 
         let rows = rows(&recorder, &jobs);
         let live = recorder.book().fingerprint();
+        let steps = portal.step_times().summary();
+        let (clone_strategy, pool) = (portal.clone_strategy(), portal.pool_stats());
         // The journal is opened again from disk, so every handle on the
         // live one must be gone first.
         drop((_stop, engine, portal));
@@ -484,6 +507,9 @@ impl Rig {
             journal_dir,
             replay,
             replay_matches_live,
+            clone_strategy,
+            pool,
+            steps,
         })
     }
 }

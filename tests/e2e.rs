@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use formwright::browser::CloneStrategy;
 use formwright::journal::JobEvent;
 use formwright::machine::job::Status;
 use formwright::portal_sim::{AfterSave, LedgerEntry};
@@ -22,13 +23,23 @@ use formwright::rig::{Report, Rig, RigOptions};
 use serde_json::Value;
 
 /// Options for a test: the first `jobs` examples, short retry waits, no
-/// heartbeat (so only jobs notice an expired session, deterministically).
+/// heartbeat (so only jobs notice an expired session, deterministically),
+/// and the default clone strategy (`pooled`) unless
+/// `FORMWRIGHT_TEST_CLONE_STRATEGY=fresh` asks to run the suite on fresh
+/// browsers.
 fn options(dir: &Path, jobs: usize) -> RigOptions {
     logs();
     let mut options = RigOptions::new(dir).expect("the built-in profile and jobs load");
     options.jobs.truncate(jobs);
     options.backoff = Duration::from_millis(500);
     options.heartbeat = None;
+    if let Ok(strategy) = std::env::var("FORMWRIGHT_TEST_CLONE_STRATEGY") {
+        options.clone_strategy = match strategy.as_str() {
+            "fresh" => CloneStrategy::Fresh,
+            "pooled" => CloneStrategy::Pooled,
+            other => panic!("FORMWRIGHT_TEST_CLONE_STRATEGY={other}: fresh or pooled"),
+        };
+    }
     options
 }
 
@@ -416,10 +427,11 @@ async fn b6_a_dropped_rig_closes_every_browser() {
     let test = tokio::spawn(async move {
         let rig = Rig::start(options).await.expect("the rig starts");
         // Wait until the master and a job browser are up: the job is
-        // filling and its folder exists.
-        let jobs_dir = rig.portal().settings().browser.work_dir.join("jobs");
+        // filling and its folder (fresh) or the pool's (pooled) exists.
+        let browser = &rig.portal().settings().browser;
+        let job_dirs = [browser.work_dir.join("jobs"), browser.pool_dir()];
         let deadline = Instant::now() + Duration::from_secs(90);
-        while !(filling(&rig) && has_entries(&jobs_dir)) {
+        while !(filling(&rig) && job_dirs.iter().any(|d| has_entries(d))) {
             assert!(Instant::now() < deadline, "no job browser opened");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use formwright::book::{Recovery, RecoveryOutcome};
 use formwright::browser::portal::{backup_path, LivePortal};
+use formwright::browser::CloneStrategy;
 use formwright::engine::alerts::AlertConfig;
 use formwright::engine::session::{Health, SessionConfig};
 use formwright::engine::Engine;
@@ -33,6 +34,16 @@ impl Stage {
         options.backoff = Duration::from_millis(500);
         options.session = config.session;
         options.alerts = config.alerts;
+        // The default clone strategy (pooled), unless
+        // FORMWRIGHT_TEST_CLONE_STRATEGY=fresh runs the suite on fresh
+        // browsers.
+        if let Ok(strategy) = std::env::var("FORMWRIGHT_TEST_CLONE_STRATEGY") {
+            options.clone_strategy = match strategy.as_str() {
+                "fresh" => CloneStrategy::Fresh,
+                "pooled" => CloneStrategy::Pooled,
+                other => panic!("FORMWRIGHT_TEST_CLONE_STRATEGY={other}: fresh or pooled"),
+            };
+        }
         let rig = Rig::start(options).await.unwrap();
         let jobs = example_jobs()
             .unwrap()

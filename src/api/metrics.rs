@@ -1,10 +1,12 @@
 //! `GET /metrics`: Prometheus metrics in the OpenMetrics text format
 //! (prometheus-client).
 //!
-//! Every figure is computed from the book at scrape time, so it is exactly
-//! what a replay of the journal says, survives restarts, and cannot drift
-//! from the dashboard. Counters stay monotonic because the journal only
-//! grows.
+//! Every figure but one is computed from the book at scrape time, so it is
+//! exactly what a replay of the journal says, survives restarts, and cannot
+//! drift from the dashboard. Counters stay monotonic because the journal
+//! only grows. The exception is `formwright_attempt_step_seconds{step,
+//! phase}`, the time of each step of the attempts this process ran
+//! ([`crate::timing`]): not journaled, it starts afresh with the process.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -21,6 +23,7 @@ use crate::book::Book;
 use crate::engine::session::Health;
 use crate::journal::{JobEvent, Level};
 use crate::machine::job::Status;
+use crate::timing::StepTimes;
 
 type Labels = Vec<(String, String)>;
 
@@ -28,8 +31,12 @@ fn label(name: &str, value: &str) -> Labels {
     vec![(name.to_string(), value.to_string())]
 }
 
-/// The metrics of one book, encoded.
-pub fn render(book: &Book, health: Health) -> Result<String, std::fmt::Error> {
+/// The metrics of one book, and the step times when given, encoded.
+pub fn render(
+    book: &Book,
+    health: Health,
+    steps: Option<&StepTimes>,
+) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("formwright");
 
     let jobs = Family::<Labels, Gauge>::default();
@@ -120,6 +127,15 @@ pub fn render(book: &Book, health: Health) -> Result<String, std::fmt::Error> {
         last_seq,
     );
 
+    if let Some(steps) = steps {
+        registry.register(
+            "attempt_step_seconds",
+            "Time of each step of an attempt (clone, navigate, check, each form step), \
+             since this process started",
+            steps.histograms(),
+        );
+    }
+
     let mut out = String::new();
     encode(&mut out, &registry)?;
     Ok(out)
@@ -127,9 +143,10 @@ pub fn render(book: &Book, health: Health) -> Result<String, std::fmt::Error> {
 
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     let health = state.0.desk.health();
+    let steps = state.0.desk.step_times();
     let text = {
         let book = state.0.desk.recorder().book();
-        render(&book, health)
+        render(&book, health, steps.as_deref())
     };
     match text {
         Ok(text) => (
@@ -141,5 +158,46 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         )
             .into_response(),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_times_are_served_as_a_histogram_by_step_and_phase() {
+        let book = Book::default();
+        let without = render(&book, Health::Starting, None).unwrap();
+        assert!(!without.contains("attempt_step_seconds"), "{without}");
+
+        let steps = StepTimes::new();
+        steps.record(
+            crate::timing::CLONE,
+            crate::timing::OPEN_PHASE,
+            std::time::Duration::from_millis(80),
+        );
+        steps.record(
+            "first name",
+            "pre_submit",
+            std::time::Duration::from_millis(300),
+        );
+        let text = render(&book, Health::Starting, Some(&steps)).unwrap();
+        assert!(
+            text.contains("# TYPE formwright_attempt_step_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"formwright_attempt_step_seconds_bucket{le="0.08",step="clone",phase="open"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"formwright_attempt_step_seconds_count{step="first name",phase="pre_submit"} 1"#
+            ),
+            "{text}"
+        );
     }
 }

@@ -62,6 +62,10 @@ pub trait Desk: Send + Sync + 'static {
     fn health(&self) -> Health;
     /// Why the engine stopped by itself, if it did.
     fn halted(&self) -> Option<String>;
+    /// The timed spans of the attempts this process ran, if recorded.
+    fn step_times(&self) -> Option<Arc<crate::timing::StepTimes>> {
+        None
+    }
 }
 
 impl<P: Portal> Desk for Engine<P> {
@@ -79,6 +83,10 @@ impl<P: Portal> Desk for Engine<P> {
 
     fn halted(&self) -> Option<String> {
         Engine::halted(self)
+    }
+
+    fn step_times(&self) -> Option<Arc<crate::timing::StepTimes>> {
+        self.portal().step_times()
     }
 }
 

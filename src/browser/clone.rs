@@ -8,6 +8,14 @@
 //! re-login would otherwise be logged out. Remote WebDriver has no shared
 //! disk: cookies alone.
 //!
+//! Pooled: a warm browser on its own empty profile (never a copy of the
+//! master's) serves one attempt after another. Before each attempt after
+//! its first, [`JobBrowser::reset_from`] wipes it (the last page unloaded,
+//! every cookie and the portal origin's storage cleared through Chrome
+//! DevTools, the console log drained, each checked) and adds the master's
+//! current cookies, exactly as the other modes do. A wipe that cannot be
+//! done or checked is an error: the pool then replaces the browser.
+//!
 //! The copy then opens the dashboard and decides in about a second whether
 //! it is logged in ([`JobBrowser::check_session`]).
 
@@ -15,10 +23,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fantoccini::Client;
+use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::master::absolute;
-use super::session::{self, Session};
+use super::session::{self, BrowserCookie, Session};
 use super::steps::{Outputs, StepError, StepRunner, StepTiming};
 use super::{join_url, BrowserError, Driver, Master};
 use crate::profile::{FieldValues, Phase, Profile};
@@ -30,6 +39,9 @@ pub enum CloneMode {
     ProfileCopyAndCookies,
     /// Remote WebDriver: cookies added to a fresh profile.
     CookiesOnly,
+    /// A warm pooled browser on its own empty profile: wiped before each
+    /// attempt after its first, then cookies added.
+    Pooled,
 }
 
 /// The outcome of a session check.
@@ -39,11 +51,15 @@ pub enum SessionCheck {
     Valid {
         /// From navigation start to the decision.
         elapsed: Duration,
+        /// The part of it the dashboard took to load.
+        navigated: Duration,
     },
     /// The login form showed (or the browser was sent to the login page).
     Expired {
         /// From navigation start to the decision.
         elapsed: Duration,
+        /// The part of it the dashboard took to load.
+        navigated: Duration,
         /// What was seen.
         reason: String,
     },
@@ -58,7 +74,17 @@ impl SessionCheck {
     /// From navigation start to the decision.
     pub fn elapsed(&self) -> Duration {
         match self {
-            SessionCheck::Valid { elapsed } | SessionCheck::Expired { elapsed, .. } => *elapsed,
+            SessionCheck::Valid { elapsed, .. } | SessionCheck::Expired { elapsed, .. } => *elapsed,
+        }
+    }
+
+    /// The part of [`elapsed`](Self::elapsed) the page took to load; the
+    /// rest is the decision.
+    pub fn navigated(&self) -> Duration {
+        match self {
+            SessionCheck::Valid { navigated, .. } | SessionCheck::Expired { navigated, .. } => {
+                *navigated
+            }
         }
     }
 }
@@ -167,6 +193,10 @@ impl Drop for DirGuard {
     }
 }
 
+/// How long a pooled browser's wipe may take before the browser counts as
+/// unhealthy.
+const WIPE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A job's browser: a copy of the master's login that runs the form steps.
 #[derive(Debug)]
 pub struct JobBrowser {
@@ -177,6 +207,13 @@ pub struct JobBrowser {
     mode: CloneMode,
     cookies_added: usize,
     submit: Option<super::steps::PreparedSubmit>,
+    /// The user agent it was started with (the master's).
+    user_agent: String,
+    /// Attempts it has been reset for (pooled); 1 for the others.
+    attempts_served: u32,
+    /// Every step run since the last [`take_timings`](Self::take_timings),
+    /// failed ones included.
+    timings: Vec<StepTiming>,
 }
 
 impl JobBrowser {
@@ -243,8 +280,15 @@ impl JobBrowser {
             mode,
             cookies_added: 0,
             submit: None,
+            user_agent: master.user_agent().to_string(),
+            attempts_served: 1,
+            timings: Vec::new(),
         };
-        match job.add_cookies(master).await {
+        let added = match master.cookies().await {
+            Ok(cookies) => job.add_cookies(cookies).await,
+            Err(e) => Err(e),
+        };
+        match added {
             Ok(n) => job.cookies_added = n,
             Err(e) => {
                 let _ = job.close().await;
@@ -260,11 +304,164 @@ impl JobBrowser {
         Ok(job)
     }
 
+    /// Starts a browser for the pool on its own empty profile in `dir`
+    /// (created; deleted again when the browser closes), with `user_agent`
+    /// (the master's). It carries no login until
+    /// [`reset_from`](Self::reset_from).
+    pub async fn open_pooled(
+        driver: &Driver,
+        profile: &Profile,
+        base_url: &str,
+        dir: impl Into<PathBuf>,
+        user_agent: &str,
+    ) -> Result<JobBrowser, BrowserError> {
+        let started = Instant::now();
+        let dir = absolute(dir.into())?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|source| BrowserError::Io {
+                doing: "clearing the pooled browser's folder",
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let user_data_dir = dir.join("profile");
+        if !driver.is_remote() {
+            std::fs::create_dir_all(&user_data_dir).map_err(|source| BrowserError::Io {
+                doing: "creating the pooled browser's profile",
+                path: user_data_dir.clone(),
+                source,
+            })?;
+        }
+        let guard = DirGuard(Some(dir.clone()));
+        let user_agent = Some(user_agent).filter(|ua| !ua.is_empty());
+        let session = driver
+            .open_session(
+                "pooled",
+                Some(&user_data_dir),
+                user_agent,
+                Some(dir.clone()),
+            )
+            .await?;
+        guard.disarm();
+        debug!(
+            ms = started.elapsed().as_millis() as u64,
+            dir = %dir.display(),
+            "pooled browser started"
+        );
+        Ok(JobBrowser {
+            session,
+            profile: profile.clone(),
+            base_url: base_url.to_string(),
+            job_dir: dir,
+            mode: CloneMode::Pooled,
+            cookies_added: 0,
+            submit: None,
+            user_agent: user_agent.unwrap_or_default().to_string(),
+            attempts_served: 0,
+            timings: Vec::new(),
+        })
+    }
+
+    /// Readies a pooled browser for its next attempt: wipes what the last
+    /// attempt left (unless this is its first), then adds `cookies`, the
+    /// master's current ones, on the portal's origin. An error means the
+    /// browser cannot be trusted clean and must be replaced.
+    pub async fn reset_from(&mut self, cookies: Vec<BrowserCookie>) -> Result<(), BrowserError> {
+        let started = Instant::now();
+        self.submit = None;
+        self.timings.clear();
+        if self.attempts_served > 0 {
+            tokio::time::timeout(WIPE_TIMEOUT, self.wipe())
+                .await
+                .map_err(|_| BrowserError::Dirty {
+                    what: format!("the wipe took over {} s", WIPE_TIMEOUT.as_secs()),
+                })??;
+        }
+        self.attempts_served += 1;
+        self.cookies_added = self.add_cookies(cookies).await?;
+        debug!(
+            attempt = self.attempts_served,
+            cookies = self.cookies_added,
+            ms = started.elapsed().as_millis() as u64,
+            "pooled browser reset with the master's login"
+        );
+        Ok(())
+    }
+
+    /// Clears everything one attempt can leave for the next, and checks it
+    /// is gone: the last page (unloaded by opening `about:blank`, so none
+    /// of its scripts writes again) and the tab's history, extra windows (refused: only a new
+    /// browser is sure to be clean then), every cookie, the portal
+    /// origin's local storage, IndexedDB, cache storage and service
+    /// workers (DevTools `Storage.clearDataForOrigin`), and chromedriver's
+    /// buffer of console messages. Session storage lives in the tab and is
+    /// cleared on the origin in [`add_cookies`](Self::add_cookies).
+    async fn wipe(&mut self) -> Result<(), BrowserError> {
+        let dirty = |what: String| BrowserError::Dirty { what };
+        let client = self.session.client()?;
+        client
+            .goto("about:blank")
+            .await
+            .map_err(|e| BrowserError::cmd("opening about:blank", e))?;
+        let cdp = |what: &'static str| move |e| dirty(format!("{what}: {e}"));
+        self.session
+            .cdp("Page.resetNavigationHistory", json!({}))
+            .await
+            .map_err(cdp("Page.resetNavigationHistory"))?;
+        let windows = client
+            .windows()
+            .await
+            .map_err(|e| BrowserError::cmd("listing the windows", e))?;
+        if windows.len() != 1 {
+            return Err(dirty(format!("{} windows are open", windows.len())));
+        }
+        self.session
+            .cdp("Storage.clearCookies", json!({}))
+            .await
+            .map_err(cdp("Storage.clearCookies"))?;
+        self.session
+            .cdp(
+                "Storage.clearDataForOrigin",
+                json!({ "origin": self.origin()?, "storageTypes": "all" }),
+            )
+            .await
+            .map_err(cdp("Storage.clearDataForOrigin"))?;
+        let left = self
+            .session
+            .cdp("Storage.getCookies", json!({}))
+            .await
+            .map_err(cdp("Storage.getCookies"))?;
+        let left = left["cookies"].as_array().map_or(0, Vec::len);
+        if left > 0 {
+            return Err(dirty(format!("{left} cookies survived the wipe")));
+        }
+        self.session
+            .drain_console()
+            .await
+            .map_err(|e| dirty(format!("draining the console log: {e}")))?;
+        Ok(())
+    }
+
+    /// The portal's origin, e.g. `http://127.0.0.1:8080`.
+    fn origin(&self) -> Result<String, BrowserError> {
+        url::Url::parse(&self.base_url)
+            .map(|u| u.origin().ascii_serialization())
+            .map_err(|e| BrowserError::BadUrl {
+                base: self.base_url.clone(),
+                path: String::new(),
+                message: e.to_string(),
+            })
+    }
+
     /// Opens a cheap page of the portal's origin (cookies can only be added
-    /// to the current origin) and adds the master's current cookies.
-    async fn add_cookies(&mut self, master: &Master) -> Result<usize, BrowserError> {
-        let cookies = master.cookies().await?;
+    /// to the current origin) and adds `cookies`, the master's current
+    /// ones. A pooled browser first clears the origin's session and local
+    /// storage there, so the tab keeps nothing of an earlier attempt.
+    async fn add_cookies(&mut self, cookies: Vec<BrowserCookie>) -> Result<usize, BrowserError> {
         let landing = self.open_portal_origin().await?;
+        if self.mode == CloneMode::Pooled {
+            self.clear_tab_storage(&landing).await?;
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -290,19 +487,33 @@ impl JobBrowser {
         Ok(added)
     }
 
+    /// Clears the current page's session and local storage and checks
+    /// both are empty.
+    async fn clear_tab_storage(&self, landing: &str) -> Result<(), BrowserError> {
+        let left = self
+            .session
+            .client()?
+            .execute(
+                "sessionStorage.clear(); localStorage.clear(); \
+                 return sessionStorage.length + localStorage.length;",
+                vec![],
+            )
+            .await
+            .map_err(|e| BrowserError::cmd(format!("clearing storage on {landing}"), e))?;
+        match left.as_u64() {
+            Some(0) => Ok(()),
+            _ => Err(BrowserError::Dirty {
+                what: format!("storage on {landing} not empty after clearing ({left})"),
+            }),
+        }
+    }
+
     /// Lands on a page of the portal's origin: `/favicon.ico` (cheap), or,
     /// when that ends on a browser error page (an empty 404 is shown as
     /// Chromium's own page, of another origin), the login page.
     async fn open_portal_origin(&self) -> Result<String, BrowserError> {
         let client = self.session.client()?;
-        let origin = url::Url::parse(&self.base_url)
-            .map_err(|e| BrowserError::BadUrl {
-                base: self.base_url.clone(),
-                path: String::new(),
-                message: e.to_string(),
-            })?
-            .origin()
-            .ascii_serialization();
+        let origin = self.origin()?;
         let mut tried = Vec::new();
         for path in ["/favicon.ico", self.profile.login.url.as_str()] {
             let landing = join_url(&self.base_url, path)?;
@@ -357,6 +568,7 @@ impl JobBrowser {
         }
         let runner = self.runner()?;
         let mut timings = Vec::new();
+        let mut failed = None;
         for step in self.profile.steps_of(phase) {
             if !step.applies(fields) {
                 debug!(step = %step.name, "step skipped: its `when` field is not set");
@@ -369,9 +581,32 @@ impl JobBrowser {
                 });
                 continue;
             }
-            timings.push(runner.run(step, fields, outputs).await?);
+            let started = Instant::now();
+            match runner.run(step, fields, outputs).await {
+                Ok(timing) => timings.push(timing),
+                Err(e) => {
+                    // The failed step's time counts too: a timeout is
+                    // where an attempt's time often goes.
+                    self.timings.extend(timings.iter().cloned());
+                    self.timings.push(StepTiming {
+                        step: step.name.clone(),
+                        action: step.action,
+                        phase: step.phase,
+                        elapsed: started.elapsed(),
+                        skipped: false,
+                    });
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        Ok(timings)
+        match failed {
+            Some(e) => Err(e),
+            None => {
+                self.timings.extend(timings.iter().cloned());
+                Ok(timings)
+            }
+        }
     }
 
     /// Readies the submit step: waits until its element is displayed and no
@@ -379,9 +614,19 @@ impl JobBrowser {
     /// open. Run before the engine journals `submitted`; a failure here is
     /// still a pre-submit failure.
     pub async fn prepare_submit(&mut self, fields: &FieldValues) -> Result<(), StepError> {
+        let started = Instant::now();
         let runner = self.runner()?;
-        let prepared = runner.prepare_submit(fields).await?;
-        self.submit = Some(prepared);
+        let prepared = runner.prepare_submit(fields).await;
+        if let Some(step) = self.profile.submit_step() {
+            self.timings.push(StepTiming {
+                step: format!("{} (ready)", step.name),
+                action: step.action,
+                phase: Phase::Submit,
+                elapsed: started.elapsed(),
+                skipped: false,
+            });
+        }
+        self.submit = Some(prepared?);
         Ok(())
     }
 
@@ -391,7 +636,17 @@ impl JobBrowser {
     /// `failed_post_submission`.
     pub async fn click_submit(&mut self) -> Result<StepTiming, StepError> {
         let prepared = self.submit.take();
-        self.runner()?.click_submit(prepared).await
+        let timing = self.runner()?.click_submit(prepared).await?;
+        self.timings.push(timing.clone());
+        Ok(timing)
+    }
+
+    /// The steps run (failed ones included, skipped ones not) since the
+    /// last call, in order.
+    pub fn take_timings(&mut self) -> Vec<StepTiming> {
+        let mut taken = std::mem::take(&mut self.timings);
+        taken.retain(|t| !t.skipped);
+        taken
     }
 
     fn runner(&self) -> Result<StepRunner<'_>, StepError> {
@@ -415,6 +670,39 @@ impl JobBrowser {
     /// How many cookies were added from the master.
     pub fn cookies_added(&self) -> usize {
         self.cookies_added
+    }
+
+    /// Attempts this browser has been readied for: 1 for a fresh clone;
+    /// for a pooled browser, its resets so far.
+    pub fn attempts_served(&self) -> u32 {
+        self.attempts_served
+    }
+
+    /// The user agent it was started with.
+    pub fn user_agent(&self) -> &str {
+        &self.user_agent
+    }
+
+    /// Whether the browser answers WebDriver and shows only `about:blank`:
+    /// a pooled browser between attempts is parked there, which also stops
+    /// the last page's scripts.
+    pub async fn park(&mut self) -> Result<(), BrowserError> {
+        if let Some(pid) = self.session.pid() {
+            if !super::driver::pid_alive(pid) {
+                return Err(BrowserError::Gone {
+                    doing: "parking the pooled browser".into(),
+                    message: format!("process {pid} has exited"),
+                });
+            }
+        }
+        self.submit = None;
+        let client = self.session.client()?;
+        // A page left with an open alert refuses navigation: dismiss it.
+        let _ = client.dismiss_alert().await;
+        client
+            .goto("about:blank")
+            .await
+            .map_err(|e| BrowserError::cmd("opening about:blank", e))
     }
 
     /// The job's folder (deleted on close).

@@ -7,6 +7,8 @@
 //! - [`master`]: the master browser that holds the portal login.
 //! - [`clone`]: job browsers, each a fresh copy of the master's login, and
 //!   the quick check that a copy is still logged in.
+//! - [`pool`]: the `pooled` clone strategy: warm job browsers, one per
+//!   worker slot, wiped and given the master's cookies before each attempt.
 //! - [`steps`]: runs a profile's form steps in a job browser, with the
 //!   submit click split out so the engine can journal `submitted` right
 //!   before it.
@@ -23,7 +25,8 @@
 //! How the engine drives one attempt:
 //!
 //! ```text
-//! JobBrowser::clone_from   fresh copy of the master's login
+//! JobBrowser::clone_from   fresh copy of the master's login (fresh), or
+//!   Pool::take + ready     a warm browser wiped, master's cookies added
 //! check_session            Expired -> join/start a recovery, fail the attempt
 //! run_phase(PreSubmit)     fill the form
 //! prepare_submit           submit element displayed, no mask (or, for an
@@ -31,7 +34,8 @@
 //!   [engine journals `submitted` and flushes]
 //! click_submit             the one click (or the confirm accepted)
 //! run_phase(PostSubmit)    read proposal_no (failures: failed_post_submission)
-//! close                    always; Drop is only the safety net
+//! close                    always (pooled: Pool::give_back parks it or
+//!                          replaces it); Drop is only the safety net
 //! ```
 //!
 //! Known limits:
@@ -54,6 +58,7 @@ pub mod driver;
 pub mod evidence;
 pub mod master;
 pub(crate) mod plain_http;
+pub mod pool;
 pub mod portal;
 mod session;
 pub mod steps;
@@ -66,6 +71,7 @@ use fantoccini::error::CmdError;
 pub use clone::{CloneMode, JobBrowser, SessionCheck};
 pub use driver::Driver;
 pub use master::{Credentials, LoginError, Master};
+pub use pool::{CloneSettings, CloneStrategy, PoolStats};
 pub use session::BrowserCookie;
 pub use steps::{Outputs, StepError, StepFailure, StepTiming};
 
@@ -96,6 +102,11 @@ impl BrowserConfig {
     /// Where the job browsers' folders go.
     pub fn jobs_dir(&self) -> PathBuf {
         self.work_dir.join("jobs")
+    }
+
+    /// The folder of the warm pool's browsers, each in its own subfolder.
+    pub fn pool_dir(&self) -> PathBuf {
+        self.work_dir.join("pool")
     }
 
     /// A fresh folder for one attempt of one job under `work_dir`; the job
@@ -227,6 +238,13 @@ pub enum BrowserError {
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// A pooled browser could not be wiped, or the wipe could not be
+    /// verified; the pool replaces it.
+    #[error("the pooled browser cannot be reused: {what}")]
+    Dirty {
+        /// What was left or what failed.
+        what: String,
     },
     /// A URL could not be built from the base URL and a profile path.
     #[error("bad URL {base} + {path}: {message}")]

@@ -1,5 +1,10 @@
 //! The engine's [`Portal`] on real browsers: one chromedriver, one master
-//! browser holding the login, and a fresh clone of it per attempt.
+//! browser holding the login, and a fresh copy of that login per attempt,
+//! in a new browser (`fresh`) or in a warm one from the pool (`pooled`,
+//! see [`super::pool`]).
+//!
+//! Every attempt's steps are timed into [`StepTimes`]: `clone`,
+//! `navigate`, `check`, then each form step by name.
 //!
 //! The master sits behind a read-write lock: clones read its cookies side by
 //! side, while a recovery or the heartbeat (which navigate the master) take
@@ -15,18 +20,20 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::RwLock;
 use tracing::{debug, info, warn};
 
+use super::pool::{CloneSettings, CloneStrategy, Pool, PoolStats};
 use super::{BrowserConfig, BrowserError, Credentials, Driver, JobBrowser, Master, Outputs};
-use super::{SessionCheck, StepError, StepFailure};
+use super::{SessionCheck, StepError, StepFailure, StepTiming};
 use crate::artifacts::Spool;
 use crate::captcha::CaptchaSolver;
 use crate::engine::portal::{Attempt, AttemptFailure, LoginFailure, Portal, PostSubmitFailure};
 use crate::journal::{FailureKind, JobId, Level};
 use crate::profile::{FieldValues, Profile};
+use crate::timing::{StepTimes, CHECK, CLONE, NAVIGATE, OPEN_PHASE};
 
 /// Everything the live portal needs to know.
 pub struct LiveSettings {
@@ -37,13 +44,19 @@ pub struct LiveSettings {
     pub credentials: Credentials,
     /// Where the evidence of failed attempts is written first.
     pub spool: Spool,
+    /// Fresh or pooled job browsers, and the pool's size.
+    pub clone: CloneSettings,
 }
 
 pub struct LivePortal {
     settings: Arc<LiveSettings>,
     solver: CaptchaSolver,
-    driver: RwLock<Option<Driver>>,
+    /// Shared with the pool, which starts browsers in the background.
+    driver: Arc<RwLock<Option<Driver>>>,
     master: RwLock<Option<Master>>,
+    /// The warm browsers (`pooled`); `None` for `fresh`.
+    pool: Option<Arc<Pool>>,
+    times: Arc<StepTimes>,
     restored_backup: AtomicBool,
     /// Master browsers started so far: a recovery opens at most one.
     masters_opened: AtomicUsize,
@@ -63,12 +76,25 @@ impl LivePortal {
             None => Some(super::driver::claim_work_dir(&settings.browser.work_dir)?),
             Some(_) => None,
         };
+        info!(strategy = %settings.clone.strategy, "job browsers");
+        let driver = Arc::new(RwLock::new(None));
+        let pool = (settings.clone.strategy == CloneStrategy::Pooled).then(|| {
+            Pool::new(
+                Arc::clone(&driver),
+                settings.profile.clone(),
+                settings.base_url.clone(),
+                settings.browser.pool_dir(),
+                &settings.clone,
+            )
+        });
         Ok(LivePortal {
             _work_dir_claim: claim,
             settings: Arc::new(settings),
             solver,
-            driver: RwLock::new(None),
+            driver,
             master: RwLock::new(None),
+            pool,
+            times: Arc::new(StepTimes::new()),
             restored_backup: AtomicBool::new(false),
             masters_opened: AtomicUsize::new(0),
         })
@@ -85,6 +111,98 @@ impl LivePortal {
             .await
             .as_ref()
             .and_then(Master::browser_pid)
+    }
+
+    /// The timed spans of every attempt so far.
+    pub fn step_times(&self) -> &Arc<StepTimes> {
+        &self.times
+    }
+
+    /// The clone strategy in use.
+    pub fn clone_strategy(&self) -> CloneStrategy {
+        self.settings.clone.strategy
+    }
+
+    /// What the warm pool has done (`pooled` only).
+    pub fn pool_stats(&self) -> Option<PoolStats> {
+        self.pool.as_ref().map(|p| p.stats())
+    }
+
+    /// Puts a logged-in master in place and, for `pooled`, starts the warm
+    /// browsers with its user agent (once).
+    async fn install_master(&self, master: Master) {
+        if let Some(pool) = &self.pool {
+            pool.set_user_agent(master.user_agent());
+            pool.warm_up();
+        }
+        *self.master.write().await = Some(master);
+    }
+
+    /// A fresh clone of the master's login in a new browser.
+    async fn clone_fresh(&self, job: &JobId, attempt: u32) -> Result<JobBrowser, CloneFailure> {
+        let settings = &self.settings;
+        let job_dir = settings.browser.job_dir(&job.0, attempt);
+        let driver = self.driver.read().await;
+        let master = self.master.read().await;
+        let (Some(driver), Some(master)) = (driver.as_ref(), master.as_ref()) else {
+            return Err(CloneFailure::NoMaster);
+        };
+        JobBrowser::clone_from(
+            driver,
+            master,
+            &settings.profile,
+            &settings.base_url,
+            job_dir,
+        )
+        .await
+        .map_err(CloneFailure::Browser)
+    }
+
+    /// A warm browser from the pool, wiped, with the master's current
+    /// cookies.
+    async fn clone_pooled(&self, pool: &Arc<Pool>) -> Result<JobBrowser, CloneFailure> {
+        // Taken before any lock: it may wait for a browser starting in the
+        // background, which needs the driver's lock.
+        let taken = pool.take().await;
+        let driver = self.driver.read().await;
+        let cookies = {
+            let master = self.master.read().await;
+            match (driver.as_ref(), master.as_ref()) {
+                (Some(_), Some(master)) => {
+                    pool.set_user_agent(master.user_agent());
+                    master.cookies().await
+                }
+                _ => {
+                    drop(driver);
+                    if let Some(browser) = taken {
+                        pool.give_back(browser, true).await;
+                    }
+                    return Err(CloneFailure::NoMaster);
+                }
+            }
+        };
+        let cookies = match cookies {
+            Ok(c) => c,
+            Err(e) => {
+                drop(driver);
+                if let Some(browser) = taken {
+                    pool.give_back(browser, true).await;
+                }
+                return Err(CloneFailure::Browser(e));
+            }
+        };
+        let Some(driver) = driver.as_ref() else {
+            return Err(CloneFailure::NoMaster);
+        };
+        pool.ready(taken, driver, cookies)
+            .await
+            .map_err(CloneFailure::Browser)
+    }
+
+    /// Ends an attempt's browser: back to the pool (which parks it when
+    /// `clean`, else replaces it), or closed.
+    async fn release(&self, browser: JobBrowser, clean: bool) {
+        release(self.pool.as_ref(), browser, clean).await;
     }
 
     /// How many master browsers have been started, first login included.
@@ -184,7 +302,7 @@ impl LivePortal {
         }
         match self.open_and_login(&dir).await {
             Ok(master) => {
-                *self.master.write().await = Some(master);
+                self.install_master(master).await;
                 if had_profile {
                     if let Err(e) = std::fs::remove_dir_all(&backup) {
                         warn!(error = %e, "could not delete the old profile backup");
@@ -244,7 +362,7 @@ impl Portal for LivePortal {
         self.close_master().await;
         let dir = self.settings.browser.master_profile_dir();
         let master = self.open_and_login(&dir).await?;
-        *self.master.write().await = Some(master);
+        self.install_master(master).await;
         Ok(())
     }
 
@@ -265,7 +383,7 @@ impl Portal for LivePortal {
                 self.ensure_driver(false).await?;
                 let dir = self.settings.browser.master_profile_dir();
                 let master = self.open_and_login(&dir).await?;
-                *self.master.write().await = Some(master);
+                self.install_master(master).await;
                 Ok(())
             }
             Level::Nuclear => {
@@ -304,50 +422,47 @@ impl Portal for LivePortal {
             .extract(&doc)
             .map_err(|e| AttemptFailure::new(FailureKind::BadInput, "fields", e.to_string()))?;
 
-        let job_dir = settings.browser.job_dir(&job.0, attempt);
-        let cloned = {
-            let driver = self.driver.read().await;
-            let master = self.master.read().await;
-            match (driver.as_ref(), master.as_ref()) {
-                (Some(driver), Some(master)) => {
-                    JobBrowser::clone_from(
-                        driver,
-                        master,
-                        &settings.profile,
-                        &settings.base_url,
-                        job_dir,
-                    )
-                    .await
-                }
-                _ => {
-                    return Err(AttemptFailure::new(
-                        FailureKind::SessionExpired,
-                        "clone",
-                        "there is no logged-in master browser to copy",
-                    ))
-                }
-            }
+        let started = Instant::now();
+        let cloned = match &self.pool {
+            Some(pool) => self.clone_pooled(pool).await,
+            None => self.clone_fresh(job, attempt).await,
         };
         let mut browser = match cloned {
             Ok(b) => b,
+            Err(CloneFailure::NoMaster) => {
+                return Err(AttemptFailure::new(
+                    FailureKind::SessionExpired,
+                    "clone",
+                    "there is no logged-in master browser to copy",
+                ))
+            }
             // A clone reads the master's cookies: a dead master fails every
             // clone until a recovery replaces it.
-            Err(e) if !self.master_answers().await => {
+            Err(CloneFailure::Browser(e)) if !self.master_answers().await => {
                 return Err(AttemptFailure::new(
                     FailureKind::SessionExpired,
                     "clone",
                     format!("the master browser does not answer ({e})"),
                 ))
             }
-            Err(e) => return Err(browser_failure("clone", &e)),
+            Err(CloneFailure::Browser(e)) => return Err(browser_failure("clone", &e)),
         };
+        self.times.record(CLONE, OPEN_PHASE, started.elapsed());
 
-        match browser.check_session().await {
-            Ok(SessionCheck::Valid { elapsed }) => {
+        let check = browser.check_session().await;
+        if let Ok(check) = &check {
+            self.times.record(NAVIGATE, OPEN_PHASE, check.navigated());
+            self.times
+                .record(CHECK, OPEN_PHASE, check.elapsed() - check.navigated());
+        }
+        match check {
+            Ok(SessionCheck::Valid { elapsed, .. }) => {
                 debug!(ms = elapsed.as_millis() as u64, "clone is logged in");
             }
-            Ok(SessionCheck::Expired { elapsed, reason }) => {
-                let _ = browser.close().await;
+            Ok(SessionCheck::Expired {
+                elapsed, reason, ..
+            }) => {
+                self.release(browser, false).await;
                 return Err(AttemptFailure::new(
                     FailureKind::SessionExpired,
                     "clone check",
@@ -358,13 +473,16 @@ impl Portal for LivePortal {
                 ));
             }
             Err(e) => {
-                let _ = browser.close().await;
+                self.release(browser, false).await;
                 return Err(browser_failure("clone check", &e));
             }
         }
 
         Ok(LiveAttempt {
             browser: Some(browser),
+            pool: self.pool.clone(),
+            clean: true,
+            times: Arc::clone(&self.times),
             settings: Arc::clone(&self.settings),
             fields,
             outputs: Outputs::new(),
@@ -387,10 +505,35 @@ impl Portal for LivePortal {
             .await
     }
 
+    fn step_times(&self) -> Option<Arc<StepTimes>> {
+        Some(Arc::clone(&self.times))
+    }
+
     async fn shutdown(&self) {
+        if let Some(pool) = &self.pool {
+            pool.close().await;
+        }
         self.close_master().await;
         if let Some(mut driver) = self.driver.write().await.take() {
             driver.kill().await;
+        }
+    }
+}
+
+/// Why no browser could be had for an attempt.
+enum CloneFailure {
+    /// No chromedriver or no master browser (a recovery is replacing it).
+    NoMaster,
+    Browser(BrowserError),
+}
+
+async fn release(pool: Option<&Arc<Pool>>, browser: JobBrowser, clean: bool) {
+    match pool {
+        Some(pool) => pool.give_back(browser, clean).await,
+        None => {
+            if let Err(e) = browser.close().await {
+                debug!(error = %e, "closing the job browser");
+            }
         }
     }
 }
@@ -399,6 +542,12 @@ impl Portal for LivePortal {
 pub struct LiveAttempt {
     /// `None` once closed.
     browser: Option<JobBrowser>,
+    /// Where the browser goes back to (`pooled`).
+    pool: Option<Arc<Pool>>,
+    /// No step of this attempt has failed: a pooled browser may serve the
+    /// next attempt.
+    clean: bool,
+    times: Arc<StepTimes>,
     settings: Arc<LiveSettings>,
     fields: FieldValues,
     outputs: Outputs,
@@ -407,6 +556,27 @@ pub struct LiveAttempt {
 }
 
 impl LiveAttempt {
+    /// The attempt's browser, until it is closed.
+    pub fn job_browser(&self) -> Option<&JobBrowser> {
+        self.browser.as_ref()
+    }
+
+    /// Records the steps run since the last call into the step times.
+    fn record_steps(&mut self) {
+        let Some(browser) = self.browser.as_mut() else {
+            return;
+        };
+        for StepTiming {
+            step,
+            phase,
+            elapsed,
+            ..
+        } in browser.take_timings()
+        {
+            self.times.record(&step, &phase.to_string(), elapsed);
+        }
+    }
+
     fn browser(&mut self) -> Result<&mut JobBrowser, StepError> {
         self.browser.as_mut().ok_or_else(|| {
             StepError::browser_gone("(any)", "the attempt's browser is closed".into())
@@ -479,9 +649,13 @@ impl Attempt for LiveAttempt {
             Err(e) => Err(e),
         };
         self.outputs = outputs;
+        self.record_steps();
         match result {
             Ok(()) => Ok(()),
-            Err(e) => Err(self.step_failure(e).await),
+            Err(e) => {
+                self.clean = false;
+                Err(self.step_failure(e).await)
+            }
         }
     }
 
@@ -490,6 +664,8 @@ impl Attempt for LiveAttempt {
             Ok(b) => b.click_submit().await.map(|_| ()),
             Err(e) => Err(e),
         };
+        self.record_steps();
+        self.clean &= result.is_ok();
         result.map_err(|e| PostSubmitFailure {
             stage: e.step.clone(),
             error: e.to_string(),
@@ -509,6 +685,8 @@ impl Attempt for LiveAttempt {
         };
         let proposal_no = outputs.proposal_no().map(str::to_owned);
         self.outputs = outputs;
+        self.record_steps();
+        self.clean &= result.is_ok() && proposal_no.is_some();
         match (result, proposal_no) {
             (Ok(()), Some(no)) => Ok(no),
             (Ok(()), None) => Err(PostSubmitFailure {
@@ -525,6 +703,8 @@ impl Attempt for LiveAttempt {
     }
 
     async fn evidence(&mut self, stage: &str) -> Vec<String> {
+        // Evidence is taken of failures only.
+        self.clean = false;
         let captured = match self.browser.as_ref() {
             Some(browser) => super::evidence::capture(browser).await,
             None => super::evidence::Captured::nothing("the attempt's browser is closed"),
@@ -538,9 +718,7 @@ impl Attempt for LiveAttempt {
 
     async fn close(mut self) {
         if let Some(browser) = self.browser.take() {
-            if let Err(e) = browser.close().await {
-                debug!(error = %e, "closing the job browser");
-            }
+            release(self.pool.as_ref(), browser, self.clean).await;
         }
     }
 }

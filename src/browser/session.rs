@@ -187,6 +187,30 @@ impl Session {
         .map(|_| ())
     }
 
+    /// A Chrome DevTools command, through chromedriver's
+    /// `goog/cdp/execute`; returns the command's result.
+    pub(crate) async fn cdp(&self, cmd: &str, params: Json) -> Result<Json, CmdError> {
+        self.raw(
+            http::Method::POST,
+            "goog/cdp/execute",
+            Some(json!({ "cmd": cmd, "params": params })),
+        )
+        .await
+    }
+
+    /// Reads (and so empties) chromedriver's buffer of the browser's
+    /// console log; returns how many entries it held.
+    pub(crate) async fn drain_console(&self) -> Result<usize, CmdError> {
+        let entries = self
+            .raw(
+                http::Method::POST,
+                "se/log",
+                Some(json!({ "type": "browser" })),
+            )
+            .await?;
+        Ok(entries.as_array().map_or(0, Vec::len))
+    }
+
     /// Back to the top document from any frame.
     pub(crate) async fn top_frame(&self) -> Result<(), CmdError> {
         self.raw(http::Method::POST, "frame", Some(json!({ "id": null })))
@@ -406,6 +430,7 @@ pub(crate) async fn check_session(
         .await
         .map_err(|e| BrowserError::cmd(format!("opening {url}"), e))?;
     let loaded = Instant::now();
+    let navigated = loaded - started;
     loop {
         let seen = probe(client, &[ready, login], None)
             .await
@@ -417,15 +442,17 @@ pub(crate) async fn check_session(
         if seen.visible[1] {
             return Ok(SessionCheck::Expired {
                 elapsed,
+                navigated,
                 reason: format!("login form {login} shown at {}", seen.url),
             });
         }
         if seen.visible[0] || marker.is_some_and(|m| seen.url.contains(m)) {
-            return Ok(SessionCheck::Valid { elapsed });
+            return Ok(SessionCheck::Valid { elapsed, navigated });
         }
         if !login_path.is_empty() && path == login_path {
             return Ok(SessionCheck::Expired {
                 elapsed,
+                navigated,
                 reason: format!("sent to the login page {}", seen.url),
             });
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::browser::CloneStrategy;
 use crate::profile::Profile;
 use crate::rig::{parse_jobs, Report, Rig, RigOptions};
 
@@ -34,6 +35,11 @@ pub struct DemoArgs {
     /// Fault: the portal expires every session after each N-th proposal.
     #[arg(long, default_value_t = 0)]
     pub expire_every: u32,
+    /// How each attempt gets its browser: `pooled` (one warm browser per
+    /// worker, wiped before each attempt) or `fresh` (a new browser on a
+    /// copy of the master's profile per attempt).
+    #[arg(long, value_enum, default_value_t = CloneStrategy::Pooled)]
+    pub clone_strategy: CloneStrategy,
     /// Use this WebDriver server instead of starting chromedriver.
     #[arg(long)]
     pub webdriver_url: Option<String>,
@@ -58,6 +64,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     options.workers = usize::from(args.workers);
     options.backoff = Duration::from_millis(args.backoff_ms);
     options.webdriver_url = args.webdriver_url.clone();
+    options.clone_strategy = args.clone_strategy;
     if args.expire_every > 0 {
         options.faults.expire_sessions_every_n_saves = Some(args.expire_every);
     }
@@ -128,6 +135,7 @@ pub fn print(
             writeln!(out, "    why: {reason}")?;
         }
     }
+    print_steps(report, out)?;
     let completed = report.completed();
     let median = report.median_seconds().unwrap_or(0.0);
     let per_minute = report.jobs_per_minute();
@@ -142,4 +150,40 @@ pub fn print(
         report.duplicates,
         if report.replay_ok() { "OK" } else { "FAILED" },
     )
+}
+
+/// Where the attempts' time went: each step's median and 95th percentile,
+/// and its share of all the steps' time.
+fn print_steps(report: &Report, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let all: f64 = report.steps.iter().map(|s| s.total.as_secs_f64()).sum();
+    if report.steps.is_empty() || all <= 0.0 {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\ntime per step ({} browsers{}):",
+        report.clone_strategy,
+        report.pool.map_or(String::new(), |p| format!(
+            ", {} started, {} replaced, {} reuses",
+            p.started, p.replaced, p.reused
+        )),
+    )?;
+    writeln!(
+        out,
+        "{:<32} {:<11} {:>6} {:>10} {:>10} {:>7}",
+        "step", "phase", "count", "median ms", "p95 ms", "share"
+    )?;
+    for s in &report.steps {
+        writeln!(
+            out,
+            "{:<32} {:<11} {:>6} {:>10.0} {:>10.0} {:>6.1}%",
+            s.step,
+            s.phase,
+            s.count,
+            s.median.as_secs_f64() * 1000.0,
+            s.p95.as_secs_f64() * 1000.0,
+            s.total.as_secs_f64() / all * 100.0,
+        )?;
+    }
+    writeln!(out)
 }

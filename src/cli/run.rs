@@ -93,6 +93,7 @@ impl Daemon {
                 secrets.portal_password.expose(),
             ),
             spool: evidence.spool.clone(),
+            clone: config.clone_settings(),
         })
         .map_err(|e| anyhow::anyhow!("captcha solver: {e}"))?;
         let engine_config = config.engine_config();

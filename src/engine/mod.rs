@@ -160,6 +160,11 @@ impl<P: Portal> Engine<P> {
         &self.shared.config
     }
 
+    /// The portal the engine acts through.
+    pub fn portal(&self) -> &Arc<P> {
+        &self.shared.portal
+    }
+
     /// Why the engine stopped by itself, if it did.
     pub fn halted(&self) -> Option<String> {
         self.shared.halted.lock().ok().and_then(|h| h.clone())

@@ -115,6 +115,12 @@ pub trait Portal: Send + Sync + 'static {
         std::future::ready(Vec::new())
     }
 
+    /// The timed spans of the attempts so far, when this portal records
+    /// them (the live one does).
+    fn step_times(&self) -> Option<std::sync::Arc<crate::timing::StepTimes>> {
+        None
+    }
+
     /// Ends every browser; called once at shutdown.
     fn shutdown(&self) -> impl Future<Output = ()> + Send;
 }

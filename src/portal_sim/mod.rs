@@ -37,7 +37,7 @@ pub mod session;
 pub mod validate;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -93,6 +93,10 @@ pub(crate) struct Shared {
     expiry: Mutex<ExpiryWatch>,
     painter: CaptchaPainter,
     next_proposal: AtomicU64,
+    /// Requests answered (admin ones aside) and the time spent answering
+    /// them, in nanoseconds: the portal's own share of a job's time.
+    answered: AtomicU64,
+    answering_ns: AtomicU64,
 }
 
 impl Shared {
@@ -170,6 +174,8 @@ impl PortalSim {
             expiry: Mutex::new(ExpiryWatch::default()),
             painter,
             next_proposal: AtomicU64::new(1),
+            answered: AtomicU64::new(0),
+            answering_ns: AtomicU64::new(0),
             config,
         });
         let app = routes::router(Arc::clone(&shared));
@@ -202,6 +208,16 @@ impl PortalSim {
     /// How many sessions are logged in and not idle-expired.
     pub fn active_sessions(&self) -> usize {
         lock(&self.shared.sessions).active()
+    }
+
+    /// Requests answered so far (admin ones aside) and the time the portal
+    /// spent answering them, from a request's arrival at the router to its
+    /// answer (switched-on delays included).
+    pub fn answered(&self) -> (u64, Duration) {
+        (
+            self.shared.answered.load(Ordering::Relaxed),
+            Duration::from_nanos(self.shared.answering_ns.load(Ordering::Relaxed)),
+        )
     }
 
     /// Clears sessions, ledger and fault switches, as `POST /__admin/reset`.

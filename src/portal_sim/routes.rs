@@ -5,6 +5,7 @@
 //! endpoints do the same, and the page's script reloads on a non-JSON answer.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +93,7 @@ async fn around_each_request(State(shared): State<AppState>, req: Request, next:
     if req.uri().path().starts_with("/__admin") {
         return next.run(req).await;
     }
+    let started = std::time::Instant::now();
     let delay = lock(&shared.faults).page_delay_ms;
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -99,6 +101,9 @@ async fn around_each_request(State(shared): State<AppState>, req: Request, next:
     shared.expire_if_due();
     let resp = next.run(req).await;
     shared.expire_if_due();
+    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    shared.answered.fetch_add(1, Ordering::Relaxed);
+    shared.answering_ns.fetch_add(nanos, Ordering::Relaxed);
     resp
 }
 

@@ -1,0 +1,357 @@
+//! `cargo bench --bench pool`: the clone strategies side by side.
+//!
+//! Runs the same N example jobs (`FORMWRIGHT_BENCH_JOBS`, default 6, at
+//! most 20) end to end on the simulated portal with real headless
+//! Chromium, once per strategy (`fresh`, `pooled`) and number of parallel
+//! jobs (1 and 3), and prints one table:
+//!
+//! - jobs/min: completed jobs over the time from the first attempt's start
+//!   to the last job's end (the master's login is not counted);
+//! - median and p95 seconds per job, first attempt's start to its outcome;
+//! - browser overhead per job: the mean time of an attempt's `clone`,
+//!   `navigate` and `check` spans (a browser with a fresh copy of the login,
+//!   the dashboard loaded, the copy found logged in: all an attempt does
+//!   before its first form step). It includes the portal answering those
+//!   few pages, which is less than the `portal ms` column: the time the
+//!   simulated portal spent answering all of a job's requests, measured
+//!   server-side;
+//! - peak memory of the daemon (RSS of this process: engine and simulated
+//!   portal) and of all browsers together (the PSS of every process
+//!   chromedriver started, summed, so pages Chromium's processes share are
+//!   counted once; chromedriver itself not counted), sampled every 250 ms.
+//!
+//! The portal runs with its defaults and no fault switch: no page delay,
+//! no held loading mask (it shows for its usual 200-400 ms after each
+//! request), no expiry. Its fast-typing drop stays on, as on the real
+//! portal; it delays nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use formwright::browser::CloneStrategy;
+use formwright::journal::JobEvent;
+use formwright::rig::{Report, Rig, RigOptions};
+use formwright::timing::{quantile, CHECK, CLONE, NAVIGATE};
+
+/// One run's figures.
+struct Run {
+    strategy: CloneStrategy,
+    parallel: usize,
+    completed: usize,
+    jobs: usize,
+    jobs_per_min: f64,
+    median_s: f64,
+    p95_s: f64,
+    /// clone + navigate + check, mean per attempt.
+    overhead_ms: f64,
+    clone_ms: f64,
+    navigate_ms: f64,
+    check_ms: f64,
+    /// The portal's answering time per job (all its requests).
+    portal_ms_per_job: f64,
+    daemon_peak_mb: f64,
+    browsers_peak_mb: f64,
+    browsers_started: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let jobs: usize = std::env::var("FORMWRIGHT_BENCH_JOBS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(6)
+        .clamp(1, 20);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    let mut runs = Vec::new();
+    for parallel in [1, 3] {
+        for strategy in [CloneStrategy::Fresh, CloneStrategy::Pooled] {
+            eprintln!("running {jobs} jobs, {strategy}, {parallel} at a time ...");
+            let run = runtime.block_on(run(strategy, parallel, jobs))?;
+            eprintln!(
+                "  {:.1} jobs/min, median {:.1} s, overhead {:.0} ms",
+                run.jobs_per_min, run.median_s, run.overhead_ms
+            );
+            runs.push(run);
+        }
+    }
+    print(&runs, jobs);
+    Ok(())
+}
+
+async fn run(strategy: CloneStrategy, parallel: usize, jobs: usize) -> anyhow::Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let mut options = RigOptions::new(dir.path())?;
+    options.jobs.truncate(jobs);
+    options.workers = parallel;
+    options.clone_strategy = strategy;
+    options.heartbeat = None;
+    let rig = Rig::start(options).await?;
+
+    // chromedriver starts with the engine's first login: wait for it.
+    let mut driver = None;
+    for _ in 0..600 {
+        driver = rig.portal().driver_pid().await;
+        if driver.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let peaks = Peaks::start(driver);
+    let ended = rig.wait_ended(Duration::from_secs(1800), |_| {}).await;
+    let (_, portal_time) = rig.sim().answered();
+    let report = rig.finish().await?;
+    let (daemon_peak, browsers_peak) = peaks.stop().await;
+    anyhow::ensure!(ended, "not every job ended");
+    anyhow::ensure!(report.duplicates == 0, "duplicate proposals");
+
+    let span = |name: &str| report.steps.iter().find(|s| s.step == name);
+    let mean_ms = |name: &str| {
+        span(name).map_or(0.0, |s| {
+            s.total.as_secs_f64() * 1000.0 / s.count.max(1) as f64
+        })
+    };
+    let median_ms = |name: &str| span(name).map_or(0.0, |s| s.median.as_secs_f64() * 1000.0);
+    let attempts = span(CLONE).map_or(0, |s| s.count);
+    let open_ms = mean_ms(CLONE) + mean_ms(NAVIGATE) + mean_ms(CHECK);
+    let completed = report.completed();
+    let portal_ms_per_job = portal_time.as_secs_f64() * 1000.0 / completed.max(1) as f64;
+
+    let mut seconds: Vec<Duration> = report
+        .rows
+        .iter()
+        .filter_map(|r| r.seconds)
+        .map(Duration::from_secs_f64)
+        .collect();
+    seconds.sort();
+    let active = active_time(&report);
+    Ok(Run {
+        strategy,
+        parallel,
+        completed,
+        jobs,
+        jobs_per_min: completed as f64 / active.as_secs_f64().max(0.001) * 60.0,
+        median_s: quantile(&seconds, 0.5).as_secs_f64(),
+        p95_s: quantile(&seconds, 0.95).as_secs_f64(),
+        overhead_ms: open_ms,
+        clone_ms: median_ms(CLONE),
+        navigate_ms: median_ms(NAVIGATE),
+        check_ms: median_ms(CHECK),
+        portal_ms_per_job,
+        daemon_peak_mb: daemon_peak as f64 / 1024.0,
+        browsers_peak_mb: browsers_peak as f64 / 1024.0,
+        browsers_started: match report.pool {
+            Some(p) => format!("{} ({} reused)", p.started, p.reused),
+            None => attempts.to_string(),
+        },
+    })
+}
+
+/// From the first attempt's start to the last job's end.
+fn active_time(report: &Report) -> Duration {
+    let mut first = i64::MAX;
+    let mut last = i64::MIN;
+    for job in report.replay.book.jobs() {
+        for step in &job.timeline {
+            if matches!(step.event, JobEvent::AttemptStarted { .. }) {
+                first = first.min(step.at);
+            }
+        }
+        if let Some(end) = job.finished_at {
+            last = last.max(end);
+        }
+    }
+    Duration::from_millis((last - first).max(0).unsigned_abs())
+}
+
+fn print(runs: &[Run], jobs: usize) {
+    println!();
+    println!(
+        "clone strategies: {jobs} example jobs per run, simulated portal with its defaults \
+         (no page delay, no held mask, no faults), release build"
+    );
+    println!(
+        "{:<8} {:>8} {:>9} {:>9} {:>9} {:>12} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>14}",
+        "strategy",
+        "parallel",
+        "jobs/min",
+        "median s",
+        "p95 s",
+        "overhead ms",
+        "clone ms",
+        "navig ms",
+        "check ms",
+        "portal ms",
+        "daemon MB",
+        "browsers MB",
+        "browsers",
+    );
+    for r in runs {
+        println!(
+            "{:<8} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>10.1} {:>10.0} {:>10.0} {:>14}",
+            r.strategy.as_str(),
+            r.parallel,
+            r.jobs_per_min,
+            r.median_s,
+            r.p95_s,
+            r.overhead_ms,
+            r.clone_ms,
+            r.navigate_ms,
+            r.check_ms,
+            r.portal_ms_per_job,
+            r.daemon_peak_mb,
+            r.browsers_peak_mb,
+            r.browsers_started,
+        );
+        if r.completed < r.jobs {
+            println!("  ({} of {} jobs completed)", r.completed, r.jobs);
+        }
+    }
+    let by: HashMap<(usize, &str), &Run> = runs
+        .iter()
+        .map(|r| ((r.parallel, r.strategy.as_str()), r))
+        .collect();
+    for parallel in [1, 3] {
+        if let (Some(f), Some(p)) = (by.get(&(parallel, "fresh")), by.get(&(parallel, "pooled"))) {
+            println!(
+                "pooled vs fresh at {parallel} parallel: {:.2}x jobs/min, median {:.2}x, \
+                 overhead {:.0} -> {:.0} ms per job",
+                p.jobs_per_min / f.jobs_per_min.max(0.001),
+                p.median_s / f.median_s.max(0.001),
+                f.overhead_ms,
+                p.overhead_ms,
+            );
+        }
+    }
+    println!(
+        "overhead: mean clone + navigate + check per attempt (a browser with the login copied, \
+         the dashboard loaded, the login confirmed: all before the first form step); it \
+         includes the portal answering those pages, less than `portal ms`, the portal's \
+         server-side time for all of a job's requests. clone, navig, check: medians. MB: peak \
+         memory (daemon: RSS; browsers: PSS of every Chromium process, summed). \
+         browsers: started (pooled: and reuses)"
+    );
+}
+
+/// Peak RSS of this process and of chromedriver's descendants.
+struct Peaks {
+    stop: Arc<AtomicBool>,
+    daemon: Arc<AtomicU64>,
+    browsers: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Peaks {
+    fn start(driver: Option<u32>) -> Peaks {
+        let stop = Arc::new(AtomicBool::new(false));
+        let daemon = Arc::new(AtomicU64::new(0));
+        let browsers = Arc::new(AtomicU64::new(0));
+        let task = {
+            let (stop, daemon, browsers) = (
+                Arc::clone(&stop),
+                Arc::clone(&daemon),
+                Arc::clone(&browsers),
+            );
+            tokio::task::spawn_blocking(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    daemon.fetch_max(rss_kib(std::process::id()), Ordering::SeqCst);
+                    if let Some(driver) = driver {
+                        let sum: u64 = descendants(driver).into_iter().map(pss_kib).sum();
+                        browsers.fetch_max(sum, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            })
+        };
+        Peaks {
+            stop,
+            daemon,
+            browsers,
+            task,
+        }
+    }
+
+    /// The peaks in KiB: (this process, the browsers).
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.task.await;
+        (
+            self.daemon.load(Ordering::SeqCst),
+            self.browsers.load(Ordering::SeqCst),
+        )
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A process's proportional set size: its private pages plus its share of
+/// pages it shares, so a sum over Chromium's processes counts each page once.
+fn pss_kib(pid: u32) -> u64 {
+    let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+        return 0;
+    };
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every process below `root` (not `root` itself).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = parent(&entry.path()) {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        for &child in children.get(&pid).map_or(&[][..], Vec::as_slice) {
+            out.push(child);
+            todo.push(child);
+        }
+    }
+    out
+}
+
+fn parent(proc_dir: &Path) -> Option<u32> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    // The fields after the parenthesised command: state, then ppid.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

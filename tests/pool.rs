@@ -1,0 +1,312 @@
+//! The warm browser pool (`pooled`), with real Chromium against the
+//! simulated portal: nothing one attempt leaves reaches the next attempt on
+//! the same browser; a failed attempt, a browser's N-th attempt and a
+//! browser that died each get a new browser; shutdown leaves none running;
+//! every attempt's steps are timed.
+//!
+//! The tests drive the live portal's attempts directly (the engine has no
+//! jobs), so they choose what each attempt does and which browser it meets.
+
+use std::path::Path;
+use std::time::Duration;
+
+use formwright::browser::portal::{LiveAttempt, LivePortal};
+use formwright::browser::{CloneStrategy, JobBrowser};
+use formwright::engine::portal::{Attempt, Portal};
+use formwright::engine::session::Health;
+use formwright::journal::JobId;
+use formwright::portal_sim::session::{AUTH_COOKIE, SESSION_COOKIE};
+use formwright::rig::{example_jobs, Rig, RigOptions};
+use formwright::timing::{CHECK, CLONE, NAVIGATE};
+use serde_json::{json, Value};
+
+/// A rig with no jobs, one worker (so one pooled browser), and the pool
+/// recycling browsers after `recycle_after` attempts.
+async fn start(dir: &Path, recycle_after: u32) -> Rig {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    let mut options = RigOptions::new(dir).expect("the built-in profile and jobs load");
+    options.jobs = Vec::new();
+    options.workers = 1;
+    options.heartbeat = None;
+    options.clone_strategy = CloneStrategy::Pooled;
+    options.pool_recycle_after = recycle_after;
+    let rig = Rig::start(options).await.expect("the rig starts");
+    let mut health = rig.engine().session().subscribe();
+    let up = tokio::time::timeout(
+        Duration::from_secs(90),
+        health.wait_for(|h| matches!(h, Health::Up(_))),
+    )
+    .await;
+    assert!(matches!(up, Ok(Ok(_))), "the master never logged in");
+    rig
+}
+
+fn job(n: usize) -> (JobId, String) {
+    let (id, doc) = example_jobs().expect("examples").swap_remove(n);
+    (id, doc.to_string())
+}
+
+async fn open(portal: &LivePortal, n: usize, attempt: u32) -> LiveAttempt {
+    let (id, doc) = job(n);
+    portal
+        .open_attempt(&id, attempt, &doc)
+        .await
+        .unwrap_or_else(|f| panic!("attempt {attempt} of {id} opens: {f}"))
+}
+
+fn browser(attempt: &LiveAttempt) -> &JobBrowser {
+    attempt.job_browser().expect("the attempt has its browser")
+}
+
+fn session_id(attempt: &LiveAttempt) -> String {
+    browser(attempt)
+        .session_id()
+        .expect("a WebDriver session id")
+        .to_string()
+}
+
+async fn js(attempt: &LiveAttempt, script: &str) -> Value {
+    browser(attempt)
+        .client()
+        .expect("open")
+        .execute(script, vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+async fn cookie_names(attempt: &LiveAttempt) -> Vec<String> {
+    let mut names: Vec<String> = browser(attempt)
+        .client()
+        .expect("open")
+        .get_all_cookies()
+        .await
+        .expect("cookies")
+        .into_iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// What a page of the portal's origin holds that an attempt could leave
+/// behind: storage, a script-set cookie, an IndexedDB database.
+async fn leftovers(attempt: &LiveAttempt) -> Value {
+    let client = browser(attempt).client().expect("open");
+    let dbs = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             indexedDB.databases().then((d) => done(d.map((x) => x.name)), () => done(null));",
+            vec![],
+        )
+        .await
+        .expect("listing IndexedDB databases");
+    json!({
+        "local": js(attempt, "return localStorage.getItem('fw-leak');").await,
+        "session": js(attempt, "return sessionStorage.getItem('fw-leak');").await,
+        "cookie": js(attempt, "return document.cookie.includes('fw_leak=');").await,
+        "indexeddb": dbs,
+        "history": js(attempt, "return history.length;").await,
+    })
+}
+
+/// Processes whose command line names a folder under `dir`.
+fn browsers_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|s| s.trim().chars().next());
+                !matches!(state, Some('Z') | Some('X') | None)
+            })
+        })
+        .collect()
+}
+
+/// Stops the rig and checks that no pooled browser is left running and
+/// their folders are gone.
+async fn finish(rig: Rig) {
+    let pool_dir = rig.portal().settings().browser.pool_dir();
+    let report = rig.finish().await.expect("the rig finishes");
+    assert!(report.replay_ok(), "the journal replays clean");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = browsers_under(&pool_dir);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pooled browsers still running after shutdown: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let folders: Vec<_> = std::fs::read_dir(&pool_dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(folders.is_empty(), "pool folders left: {folders:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_one_attempt_leaves_reaches_the_next_on_the_same_browser() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rig = start(dir.path(), 50).await;
+    let portal = rig.portal();
+    let first_job = job(0).1;
+    let first: Value = serde_json::from_str(&first_job).unwrap();
+
+    // The first attempt stores a value every way a page can, logs to the
+    // console, and fills the whole form with its job's data (the save
+    // confirm is left open, unanswered).
+    let mut a1 = open(portal, 0, 1).await;
+    let browser_1 = session_id(&a1);
+    let client = browser(&a1).client().unwrap().clone();
+    client
+        .execute(
+            "localStorage.setItem('fw-leak', 'job one');
+             sessionStorage.setItem('fw-leak', 'job one');
+             document.cookie = 'fw_leak=job-one; path=/; max-age=86400';
+             console.log('fw-leak console job one');",
+            vec![],
+        )
+        .await
+        .expect("storing values");
+    client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const open = indexedDB.open('fw-leak', 1);
+             open.onupgradeneeded = () => open.result.createObjectStore('kept');
+             open.onsuccess = () => { open.result.close(); done(true); };
+             open.onerror = () => done(false);",
+            vec![],
+        )
+        .await
+        .expect("creating an IndexedDB database");
+    // The probe sees what was stored, so its silence later means something.
+    let seen = leftovers(&a1).await;
+    assert_eq!(seen["local"], "job one", "{seen}");
+    assert_eq!(seen["session"], "job one", "{seen}");
+    assert_eq!(seen["cookie"], true, "{seen}");
+    assert!(seen["indexeddb"].to_string().contains("fw-leak"), "{seen}");
+    assert!(cookie_names(&a1).await.contains(&"fw_leak".to_string()));
+    let history = seen["history"].clone();
+    // Filling checks that every typed value stuck.
+    a1.fill().await.expect("the first job's form fills");
+    assert!(portal.step_times().step("engine number").is_some());
+    a1.close().await;
+    let stats = portal.pool_stats().expect("pooled");
+    assert_eq!((stats.started, stats.replaced), (1, 0), "{stats:?}");
+
+    // The second attempt gets the same browser, logged in afresh, and
+    // finds none of it.
+    let a2 = open(portal, 1, 1).await;
+    assert_eq!(session_id(&a2), browser_1, "the same pooled browser");
+    assert_eq!(portal.pool_stats().unwrap().reused, 1);
+    let seen = leftovers(&a2).await;
+    assert_eq!(seen["local"], Value::Null, "{seen}");
+    assert_eq!(seen["session"], Value::Null, "{seen}");
+    assert_eq!(seen["cookie"], false, "{seen}");
+    assert!(!seen["indexeddb"].to_string().contains("fw-leak"), "{seen}");
+    assert_eq!(
+        seen["history"], history,
+        "the tab's history holds no page of the first attempt: {seen}"
+    );
+    let cookies = cookie_names(&a2).await;
+    assert!(!cookies.contains(&"fw_leak".to_string()), "{cookies:?}");
+    for login in [SESSION_COOKIE, AUTH_COOKIE] {
+        assert!(cookies.contains(&login.to_string()), "{cookies:?}");
+    }
+    let console = formwright::browser::evidence::capture(browser(&a2)).await;
+    let console = serde_json::to_string(&console.console).unwrap();
+    assert!(!console.contains("fw-leak"), "{console}");
+
+    // What the first job typed is nowhere: not on the dashboard, not on a
+    // fresh proposal form.
+    let client = browser(&a2).client().unwrap().clone();
+    let proposal = format!("{}/TwoWheeler/Proposal", rig.sim().url());
+    client.goto(&proposal).await.expect("the proposal page");
+    let page = client.source().await.expect("the page");
+    for field in ["surname", "mobileNumber", "chassisNumber", "engineNumber"] {
+        let value = first[field].as_str().unwrap();
+        assert!(
+            !page.contains(value),
+            "{field} of the first job on the page"
+        );
+    }
+    let engine_no = js(
+        &a2,
+        "const e = document.getElementById('txtEngineNo'); return e ? e.value : null;",
+    )
+    .await;
+    assert!(
+        engine_no.as_str().is_none_or(str::is_empty),
+        "the engine number field holds {engine_no}"
+    );
+    a2.close().await;
+    finish(rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_worn_and_dead_browsers_are_replaced_and_every_step_is_timed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rig = start(dir.path(), 2).await;
+    let portal = rig.portal();
+
+    // Two clean attempts share a browser; the second is its last (2).
+    let a1 = open(portal, 0, 1).await;
+    let first = session_id(&a1);
+    a1.close().await;
+    let a2 = open(portal, 0, 2).await;
+    assert_eq!(session_id(&a2), first, "a clean browser is reused");
+    a2.close().await;
+
+    let mut a3 = open(portal, 0, 3).await;
+    let third = session_id(&a3);
+    assert_ne!(third, first, "replaced after its 2nd attempt");
+
+    // A failed attempt (it kept evidence) does not hand its browser on.
+    let _ = a3.evidence("test").await;
+    a3.close().await;
+    let a4 = open(portal, 0, 4).await;
+    let fourth = session_id(&a4);
+    assert_ne!(fourth, third, "replaced after a failed attempt");
+
+    // A parked browser that died is found out and replaced.
+    let pid = browser(&a4).browser_pid().expect("a local browser");
+    a4.close().await;
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let a5 = open(portal, 0, 5).await;
+    assert_ne!(session_id(&a5), fourth, "a dead browser is replaced");
+    a5.close().await;
+
+    let stats = portal.pool_stats().unwrap();
+    assert_eq!(stats.replaced, 3, "{stats:?}");
+    assert_eq!(stats.reused, 1, "{stats:?}");
+
+    let times = portal.step_times();
+    for span in [CLONE, NAVIGATE, CHECK] {
+        let step = times.step(span).unwrap_or_else(|| panic!("no {span} span"));
+        assert_eq!(step.count, 5, "{step:?}");
+        assert!(step.median > Duration::ZERO, "{step:?}");
+    }
+    finish(rig).await;
+}
