@@ -374,9 +374,9 @@ async fn aim_and_kill(
     };
     match aim {
         Stage::Filling => {
-            // `attempt_started` is journaled just before the clone begins;
-            // the master's profile is copied first thing.
-            let Some((at, _)) = daemon.wait_for(ready, "master profile copied", WAIT).await else {
+            // `attempt_started` is journaled just before the engine opens
+            // the attempt's browser, which it logs first thing.
+            let Some((at, _)) = daemon.wait_for(ready, "attempt started", WAIT).await else {
                 stuck("attempt", daemon)
             };
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..4000))).await;

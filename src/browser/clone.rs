@@ -379,11 +379,12 @@ impl JobBrowser {
         }
         self.attempts_served += 1;
         self.cookies_added = self.add_cookies(cookies).await?;
-        debug!(
-            attempt = self.attempts_served,
+        info!(
+            mode = "pooled",
+            served = self.attempts_served,
             cookies = self.cookies_added,
             ms = started.elapsed().as_millis() as u64,
-            "pooled browser reset with the master's login"
+            "login cloned into a job browser"
         );
         Ok(())
     }

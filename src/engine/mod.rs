@@ -474,6 +474,7 @@ impl<P: Portal> Engine<P> {
 
     async fn attempt_inner(&self, id: &JobId, attempt: u32, document: &str) -> Outcome {
         let shared = &self.shared;
+        info!("attempt started: opening a browser with the master's login");
         let opened = tokio::select! {
             r = shared.portal.open_attempt(id, attempt, document) => r,
             _ = shared.stop.cancelled() => return Outcome::interrupted(),
