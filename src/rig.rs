@@ -70,6 +70,8 @@ pub enum RigError {
     Intake(#[from] IntakeError),
     #[error("replaying the journal: {0}")]
     Replay(String),
+    #[error("the master's login and the warm browsers were not ready within {0:?}")]
+    NotWarm(Duration),
 }
 
 /// How a rig is set up. Start from [`RigOptions::new`] and change fields.
@@ -106,6 +108,10 @@ pub struct RigOptions {
     pub clone_strategy: CloneStrategy,
     /// A pooled browser is replaced after this many attempts.
     pub pool_recycle_after: u32,
+    /// Takes the jobs only once the master is logged in and the warm
+    /// browsers (`pooled`) have started, so no attempt waits for start-up;
+    /// by default they are taken at once.
+    pub warm_before_intake: bool,
 }
 
 impl RigOptions {
@@ -131,6 +137,7 @@ impl RigOptions {
             artifacts: ArtifactsSection::default(),
             clone_strategy: CloneStrategy::default(),
             pool_recycle_after: CloneSettings::default().recycle_after,
+            warm_before_intake: false,
         })
     }
 }
@@ -245,6 +252,10 @@ impl Report {
     }
 }
 
+/// How long [`RigOptions::warm_before_intake`] waits for the first login
+/// and the warm browsers.
+const WARM_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// formwright and the simulated portal, running. See the module docs.
 pub struct Rig {
     sim: PortalSim,
@@ -257,7 +268,7 @@ pub struct Rig {
     /// The rig's jobs in intake order: what `wait_ended` waits for.
     jobs: Vec<JobId>,
     journal_dir: PathBuf,
-    /// When the engine was started.
+    /// When the jobs were taken.
     started: Instant,
     /// `started` as journal time.
     started_at: Millis,
@@ -297,6 +308,7 @@ impl Rig {
             artifacts,
             clone_strategy,
             pool_recycle_after,
+            warm_before_intake,
         } = options;
         for (id, doc) in &jobs {
             profile.extract(doc).map_err(|e| RigError::JobDoesNotFit {
@@ -354,14 +366,37 @@ impl Rig {
             },
         );
 
-        for (id, doc) in &jobs {
-            engine.intake(id, &doc.to_string())?;
+        let intake = |engine: &Engine<LivePortal>| -> Result<(), RigError> {
+            for (id, doc) in &jobs {
+                engine.intake(id, &doc.to_string())?;
+            }
+            Ok(())
+        };
+        if !warm_before_intake {
+            intake(&engine)?;
         }
-        let (started, started_at) = (Instant::now(), now_millis());
         let runner = {
             let engine = engine.clone();
             tokio::spawn(async move { engine.run().await })
         };
+        if warm_before_intake {
+            let warm = async {
+                while !portal.is_warm().await {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            if tokio::time::timeout(WARM_TIMEOUT, warm).await.is_err() {
+                engine.shutdown();
+                let _ = runner.await;
+                return Err(RigError::NotWarm(WARM_TIMEOUT));
+            }
+            if let Err(e) = intake(&engine) {
+                engine.shutdown();
+                let _ = runner.await;
+                return Err(e);
+            }
+        }
+        let (started, started_at) = (Instant::now(), now_millis());
         Ok(Rig {
             sim,
             _stop: StopOnDrop(engine.clone()),

@@ -11,6 +11,8 @@
 //!            wiped and given the cookies (pooled)
 //! navigate   the dashboard page loading
 //! check      deciding that the copy is logged in
+//! ready      the three above together: the attempt's browser overhead,
+//!            from its start to a logged-in dashboard
 //! <step>     each form step of the profile by its name, the submit step
 //!            (the save) and the post-submit reads included
 //! ```
@@ -31,7 +33,10 @@ pub const CLONE: &str = "clone";
 pub const NAVIGATE: &str = "navigate";
 /// The span of deciding whether the copy is logged in.
 pub const CHECK: &str = "check";
-/// The phase label of the three spans above.
+/// The span from an attempt's start to its copy found logged in: clone,
+/// navigate and check together.
+pub const READY: &str = "ready";
+/// The phase label of the four spans above.
 pub const OPEN_PHASE: &str = "open";
 
 /// Samples kept per step for the quantiles; older ones are dropped.

@@ -718,6 +718,41 @@ async fn mask_hold_and_fast_typing_reach_the_page() {
 }
 
 #[tokio::test]
+async fn no_delays_over_the_admin_endpoint_reaches_the_pages() {
+    let sim = start().await;
+    let mut b = Browser::new(&sim);
+    let page = b.get("/Login/IMDLogin").await.text();
+    assert!(page.contains("data-no-delays=\"0\""), "off by default");
+
+    let answer = b
+        .try_send(
+            "POST",
+            "/__admin/faults",
+            Some(r#"{"no_delays": true, "fast_typing_drop": false}"#.into()),
+        )
+        .await
+        .expect("post");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["no_delays"], true);
+    assert!(sim.faults().state().no_delays);
+    b.login(&sim).await;
+    for path in ["/Home/Dashboard", "/TwoWheeler/Proposal"] {
+        let page = b.get(path).await.text();
+        assert!(page.contains("data-no-delays=\"1\""), "{path}");
+        assert!(page.contains("data-fast-typing-drop=\"0\""), "{path}");
+    }
+    // Both the mask and the type-ahead read the switch.
+    let script = b.get("/Scripts/portal.js").await.text();
+    assert!(script.contains("data-no-delays"));
+    assert_eq!(script.matches("noDelays() ? 0").count(), 2, "{script}");
+
+    sim.faults().set_no_delays(false);
+    let page = b.get("/Home/Dashboard").await.text();
+    assert!(page.contains("data-no-delays=\"0\""));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn error_after_save_records_the_proposal_then_answers_500() {
     let sim = start().await;
     let mut b = Browser::new(&sim);

@@ -10,11 +10,12 @@
 //!
 //! Pooled: a warm browser on its own empty profile (never a copy of the
 //! master's) serves one attempt after another. Before each attempt after
-//! its first, [`JobBrowser::reset_from`] wipes it (the last page unloaded,
-//! every cookie and the portal origin's storage cleared through Chrome
-//! DevTools, the console log drained, each checked) and adds the master's
-//! current cookies, exactly as the other modes do. A wipe that cannot be
-//! done or checked is an error: the pool then replaces the browser.
+//! its first, [`JobBrowser::reset_from`] wipes it (its tab swapped for a
+//! new one, every cookie and the portal origin's storage cleared through
+//! Chrome DevTools, the console log drained, each checked) and sets the
+//! master's current cookies through DevTools, so no portal page is loaded
+//! between one attempt and the next. A wipe that cannot be done or checked
+//! is an error: the pool then replaces the browser.
 //!
 //! The copy then opens the dashboard and decides in about a second whether
 //! it is logged in ([`JobBrowser::check_session`]).
@@ -390,25 +391,16 @@ impl JobBrowser {
     }
 
     /// Clears everything one attempt can leave for the next, and checks it
-    /// is gone: the last page (unloaded by opening `about:blank`, so none
-    /// of its scripts writes again) and the tab's history, extra windows (refused: only a new
-    /// browser is sure to be clean then), every cookie, the portal
-    /// origin's local storage, IndexedDB, cache storage and service
-    /// workers (DevTools `Storage.clearDataForOrigin`), and chromedriver's
-    /// buffer of console messages. Session storage lives in the tab and is
-    /// cleared on the origin in [`add_cookies`](Self::add_cookies).
+    /// is gone, without loading any page: extra windows (refused: only a
+    /// new browser is sure to be clean then); the tab itself, swapped for
+    /// a new one, which unloads the last page and takes its history and
+    /// session storage with it; every cookie, and the portal origin's local
+    /// storage, IndexedDB, cache storage and service workers (DevTools
+    /// `Storage.clearCookies`, `Storage.clearDataForOrigin`); and
+    /// chromedriver's buffer of console messages.
     async fn wipe(&mut self) -> Result<(), BrowserError> {
         let dirty = |what: String| BrowserError::Dirty { what };
         let client = self.session.client()?;
-        client
-            .goto("about:blank")
-            .await
-            .map_err(|e| BrowserError::cmd("opening about:blank", e))?;
-        let cdp = |what: &'static str| move |e| dirty(format!("{what}: {e}"));
-        self.session
-            .cdp("Page.resetNavigationHistory", json!({}))
-            .await
-            .map_err(cdp("Page.resetNavigationHistory"))?;
         let windows = client
             .windows()
             .await
@@ -416,6 +408,19 @@ impl JobBrowser {
         if windows.len() != 1 {
             return Err(dirty(format!("{} windows are open", windows.len())));
         }
+        let tab = client
+            .new_window(true)
+            .await
+            .map_err(|e| BrowserError::cmd("opening a new tab", e))?;
+        client
+            .close_window()
+            .await
+            .map_err(|e| BrowserError::cmd("closing the last attempt's tab", e))?;
+        client
+            .switch_to_window(tab.handle)
+            .await
+            .map_err(|e| BrowserError::cmd("switching to the new tab", e))?;
+        let cdp = |what: &'static str| move |e| dirty(format!("{what}: {e}"));
         self.session
             .cdp("Storage.clearCookies", json!({}))
             .await
@@ -454,24 +459,37 @@ impl JobBrowser {
             })
     }
 
-    /// Opens a cheap page of the portal's origin (cookies can only be added
-    /// to the current origin) and adds `cookies`, the master's current
-    /// ones. A pooled browser first clears the origin's session and local
-    /// storage there, so the tab keeps nothing of an earlier attempt.
+    /// Adds `cookies`, the master's current ones, for the portal's origin.
+    ///
+    /// A pooled browser sets them through DevTools (`Network.setCookies`),
+    /// which needs no page of the portal open, and checks they arrived;
+    /// its tab holds no storage of an earlier attempt, as
+    /// [`wipe`](Self::wipe) replaced it. Otherwise, and on a driver that
+    /// has no DevTools endpoint, over WebDriver: that can only add cookies
+    /// to the current page's origin, so it first opens a cheap page of the
+    /// portal (a pooled browser then clears that page's session and local
+    /// storage too).
     async fn add_cookies(&mut self, cookies: Vec<BrowserCookie>) -> Result<usize, BrowserError> {
-        let landing = self.open_portal_origin().await?;
-        if self.mode == CloneMode::Pooled {
-            self.clear_tab_storage(&landing).await?;
-        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        let cookies: Vec<BrowserCookie> = cookies
+            .into_iter()
+            .filter(|c| c.expiry.is_none_or(|e| e > now))
+            .collect();
+        if self.mode == CloneMode::Pooled {
+            match self.set_cookies_over_cdp(&cookies).await {
+                Ok(n) => return Ok(n),
+                Err(e) => debug!(error = %e, "cookies not set through DevTools; over WebDriver"),
+            }
+        }
+        let landing = self.open_portal_origin().await?;
+        if self.mode == CloneMode::Pooled {
+            self.clear_tab_storage(&landing).await?;
+        }
         let mut added = 0;
         for cookie in cookies {
-            if cookie.expiry.is_some_and(|e| e <= now) {
-                continue;
-            }
             if let Err(first) = self.session.add_cookie(&cookie).await {
                 // A host-only cookie comes back with its host as domain,
                 // which some drivers refuse for an IP address; without the
@@ -486,6 +504,59 @@ impl JobBrowser {
             added += 1;
         }
         Ok(added)
+    }
+
+    /// Sets `cookies` for the portal's origin through DevTools and checks
+    /// each is there. A cookie without a domain, or with its host as
+    /// domain, stays host-only; one for a parent domain keeps it.
+    async fn set_cookies_over_cdp(&self, cookies: &[BrowserCookie]) -> Result<usize, BrowserError> {
+        let origin = self.origin()?;
+        let params: Vec<serde_json::Value> = cookies
+            .iter()
+            .map(|c| {
+                let path = c.path.as_deref().unwrap_or("/");
+                let mut p = json!({
+                    "name": c.name,
+                    "value": c.value,
+                    "url": format!("{origin}{path}"),
+                    "path": path,
+                });
+                if let Some(domain) = c.domain.as_deref().filter(|d| d.starts_with('.')) {
+                    p["domain"] = json!(domain);
+                }
+                if let Some(secure) = c.secure {
+                    p["secure"] = json!(secure);
+                }
+                if let Some(http_only) = c.http_only {
+                    p["httpOnly"] = json!(http_only);
+                }
+                if let Some(same_site) = &c.same_site {
+                    p["sameSite"] = json!(same_site);
+                }
+                if let Some(expiry) = c.expiry {
+                    p["expires"] = json!(expiry);
+                }
+                p
+            })
+            .collect();
+        let failed = |what: String| BrowserError::Dirty { what };
+        self.session
+            .cdp("Network.setCookies", json!({ "cookies": params }))
+            .await
+            .map_err(|e| failed(format!("Network.setCookies: {e}")))?;
+        let set = self
+            .session
+            .cdp("Storage.getCookies", json!({}))
+            .await
+            .map_err(|e| failed(format!("Storage.getCookies: {e}")))?;
+        let names: Vec<&str> = set["cookies"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        if let Some(missing) = cookies.iter().find(|c| !names.contains(&c.name.as_str())) {
+            return Err(failed(format!("cookie {} was not set", missing.name)));
+        }
+        Ok(cookies.len())
     }
 
     /// Clears the current page's session and local storage and checks

@@ -43,9 +43,11 @@
 //!   master's current page: a cookie scoped to another path than the
 //!   dashboard's is not carried (the profile copy may still carry it in
 //!   local mode).
-//! - Cookies are added on `/favicon.ico` when that is a page of the portal's
-//!   origin, else on the login page (an empty 404 shows Chromium's own error
-//!   page, whose origin is not the portal's).
+//! - A pooled browser gets its cookies through DevTools, on no page. Other
+//!   browsers (and a pooled one whose driver has no DevTools endpoint) get
+//!   them over WebDriver, on `/favicon.ico` when that is a page of the
+//!   portal's origin, else on the login page (an empty 404 shows Chromium's
+//!   own error page, whose origin is not the portal's).
 //! - `kendo_select` finds items in the list's DOM; a virtualised Kendo list
 //!   that renders only the visible items would need scrolling (not done).
 //! - Frames: `enter_frame` is relative to the current frame, `leave_frame`

@@ -33,7 +33,7 @@ use crate::captcha::CaptchaSolver;
 use crate::engine::portal::{Attempt, AttemptFailure, LoginFailure, Portal, PostSubmitFailure};
 use crate::journal::{FailureKind, JobId, Level};
 use crate::profile::{FieldValues, Profile};
-use crate::timing::{StepTimes, CHECK, CLONE, NAVIGATE, OPEN_PHASE};
+use crate::timing::{StepTimes, CHECK, CLONE, NAVIGATE, OPEN_PHASE, READY};
 
 /// Everything the live portal needs to know.
 pub struct LiveSettings {
@@ -111,6 +111,18 @@ impl LivePortal {
             .await
             .as_ref()
             .and_then(Master::browser_pid)
+    }
+
+    /// Whether the master is logged in and, for `pooled`, every warm
+    /// browser has started: an attempt from here on waits for no start-up.
+    pub async fn is_warm(&self) -> bool {
+        if self.master.read().await.is_none() {
+            return false;
+        }
+        match &self.pool {
+            Some(pool) => pool.stats().started >= self.settings.clone.pool_size.max(1),
+            None => true,
+        }
     }
 
     /// The timed spans of every attempt so far.
@@ -454,6 +466,7 @@ impl Portal for LivePortal {
             self.times.record(NAVIGATE, OPEN_PHASE, check.navigated());
             self.times
                 .record(CHECK, OPEN_PHASE, check.elapsed() - check.navigated());
+            self.times.record(READY, OPEN_PHASE, started.elapsed());
         }
         match check {
             Ok(SessionCheck::Valid { elapsed, .. }) => {

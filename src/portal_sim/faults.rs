@@ -51,6 +51,12 @@ pub struct FaultState {
     /// The loading mask stays this long after each request; 0 means the
     /// usual 200-400 ms.
     pub mask_hold_ms: u64,
+    /// No artificial delays in the pages: the loading mask goes as soon as
+    /// its request is answered (unless `mask_hold_ms` holds it) and a
+    /// type-ahead looks up what was typed at once instead of 250 ms later.
+    /// With `fast_typing_drop` off, nothing but the answers themselves
+    /// paces a form.
+    pub no_delays: bool,
     /// The save request waits this long before it records the proposal:
     /// a slow save, so a test can act between formwright's click and the
     /// proposal's existence.
@@ -75,6 +81,7 @@ impl Default for FaultState {
             fail_all_logins: false,
             page_delay_ms: 0,
             mask_hold_ms: 0,
+            no_delays: false,
             save_delay_ms: 0,
             after_save: AfterSave::Normal,
             drop_next_requests: 0,
@@ -101,6 +108,8 @@ pub struct FaultPatch {
     pub page_delay_ms: Option<u64>,
     /// See [`FaultState::mask_hold_ms`].
     pub mask_hold_ms: Option<u64>,
+    /// See [`FaultState::no_delays`].
+    pub no_delays: Option<bool>,
     /// See [`FaultState::save_delay_ms`].
     pub save_delay_ms: Option<u64>,
     /// See [`FaultState::after_save`].
@@ -122,6 +131,7 @@ impl FaultState {
             fail_all_logins,
             page_delay_ms,
             mask_hold_ms,
+            no_delays,
             save_delay_ms,
             after_save,
             drop_next_requests,
@@ -147,6 +157,9 @@ impl FaultState {
         }
         if let Some(v) = mask_hold_ms {
             self.mask_hold_ms = v;
+        }
+        if let Some(v) = no_delays {
+            self.no_delays = v;
         }
         if let Some(v) = save_delay_ms {
             self.save_delay_ms = v;
@@ -235,6 +248,13 @@ impl Faults {
     /// the usual 200-400 ms.
     pub fn hold_mask(&self, hold: Duration) {
         self.update(|f| f.mask_hold_ms = millis(hold));
+    }
+
+    /// Turns the pages' artificial delays (the loading mask's 200-400 ms,
+    /// the type-ahead's 250 ms) off or back on, for pages loaded after the
+    /// change.
+    pub fn set_no_delays(&self, on: bool) {
+        self.update(|f| f.no_delays = on);
     }
 
     /// Holds each save request for `delay` before it records the proposal.
@@ -364,6 +384,15 @@ mod tests {
         assert_eq!(state.after_save, AfterSave::Hang);
         assert!(state.fast_typing_drop);
         assert_eq!(state.page_delay_ms, 0);
+        assert!(!state.no_delays);
+
+        let patch: FaultPatch =
+            serde_json::from_str(r#"{"no_delays": true, "fast_typing_drop": false}"#)
+                .expect("patch");
+        state.apply(patch);
+        assert!(state.no_delays);
+        assert!(!state.fast_typing_drop);
+        assert_eq!(state.fail_next_logins, 2);
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub struct PageContext {
     fast_typing_drop: bool,
     fast_typing_window_ms: u64,
     mask_hold_ms: u64,
+    no_delays: bool,
     renamed_ids: BTreeMap<String, String>,
 }
 
@@ -54,6 +55,7 @@ impl From<&FaultState> for PageContext {
             fast_typing_drop: f.fast_typing_drop,
             fast_typing_window_ms: f.fast_typing_window_ms,
             mask_hold_ms: f.mask_hold_ms,
+            no_delays: f.no_delays,
             renamed_ids: f.renamed_ids.clone(),
         }
     }
@@ -87,6 +89,7 @@ impl PageContext {
                     &self.fast_typing_window_ms.to_string(),
                 ),
                 ("mask_hold_ms", &self.mask_hold_ms.to_string()),
+                ("no_delays", if self.no_delays { "1" } else { "0" }),
                 ("header", header),
                 ("body", body),
                 ("scripts", &scripts),

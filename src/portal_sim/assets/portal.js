@@ -18,9 +18,13 @@
   // ---- loading mask -------------------------------------------------------
   var maskCount = 0;
   var maskEl = null;
+  function noDelays() {
+    return document.body.getAttribute('data-no-delays') === '1';
+  }
   function maskMs() {
     var hold = parseInt(document.body.getAttribute('data-mask-hold-ms'), 10) || 0;
-    return hold > 0 ? hold : 200 + Math.floor(Math.random() * 200);
+    if (hold > 0) return hold;
+    return noDelays() ? 0 : 200 + Math.floor(Math.random() * 200);
   }
   Portal.showMask = function () {
     maskCount += 1;
@@ -176,7 +180,7 @@
           closeLists(container);
           container.classList.toggle('k-state-open', items.length > 0);
         }, function () { input.parentNode.classList.remove('k-loading'); });
-      }, 250);
+      }, noDelays() ? 0 : 250);
     });
     list.addEventListener('click', function (e) {
       var li = e.target.closest('li');
