@@ -458,16 +458,8 @@ fn process_group(pid: u32) -> Option<i32> {
 /// line has `--user-data-dir=<dir>` and no `--type=` (helpers have one).
 pub(crate) fn find_browser_pid(dir: &Path) -> Option<u32> {
     let wanted = format!("--user-data-dir={}", dir.display());
-    let entries = std::fs::read_dir("/proc").ok()?;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+    for pid in pids() {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
