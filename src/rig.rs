@@ -64,7 +64,7 @@ pub enum RigError {
     Sim(std::io::Error),
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("setting up the captcha solver: {0}")]
+    #[error("setting up the browsers: {0}")]
     Captcha(String),
     #[error("intake: {0}")]
     Intake(#[from] IntakeError),
@@ -320,6 +320,9 @@ impl Rig {
         let work = absolute(&work_dir)?;
         let journal_dir = work.join("journal");
         if journal_dir.exists() {
+            // A journal another run still holds is refused (and kept), not
+            // deleted under it.
+            drop(crate::journal::Journal::open(&journal_dir)?);
             std::fs::remove_dir_all(&journal_dir).map_err(|source| RigError::WorkDir {
                 path: journal_dir.clone(),
                 source,

@@ -95,7 +95,7 @@ impl Daemon {
             spool: evidence.spool.clone(),
             clone: config.clone_settings(),
         })
-        .map_err(|e| anyhow::anyhow!("captcha solver: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("setting up the browsers: {e}"))?;
         let engine_config = config.engine_config();
         let drain = engine_config.drain;
         let engine = Engine::new(Arc::clone(&recorder), Arc::new(portal), engine_config);
