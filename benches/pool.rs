@@ -15,6 +15,9 @@
 //!   drop on) and the profile as it is (150 ms pause between fields at
 //!   login).
 //!
+//! `FORMWRIGHT_BENCH_RUNS=pooled/1,fresh/3` picks some of the four runs;
+//! `FORMWRIGHT_BENCH_STEPS=1` prints each run's time per step to stderr.
+//!
 //! Each run takes its jobs only once the master is logged in and, for
 //! `pooled`, every warm browser has started, so no timed attempt waits
 //! for start-up. Columns:
@@ -120,6 +123,9 @@ fn main() -> anyhow::Result<()> {
         let mut runs = Vec::new();
         for parallel in [1, 3] {
             for strategy in [CloneStrategy::Fresh, CloneStrategy::Pooled] {
+                if !wanted(strategy, parallel) {
+                    continue;
+                }
                 eprintln!("running {jobs} jobs, {strategy}, {parallel} at a time ...");
                 let run = runtime.block_on(run(strategy, parallel, jobs, pacing))?;
                 eprintln!(
@@ -165,6 +171,9 @@ async fn run(
     let ended = rig.wait_ended(Duration::from_secs(1800), |_| {}).await;
     let (_, portal_time) = rig.sim().answered();
     let report = rig.finish().await?;
+    if std::env::var("FORMWRIGHT_BENCH_STEPS").is_ok_and(|v| v == "1") {
+        formwright::cli::demo::print_steps(&report, &mut std::io::stderr())?;
+    }
     let (daemon_peak, browsers_peak) = peaks.stop().await;
     anyhow::ensure!(ended, "not every job ended");
     anyhow::ensure!(report.duplicates == 0, "duplicate proposals");
@@ -205,6 +214,16 @@ async fn run(
             None => attempts.to_string(),
         },
     })
+}
+
+/// Whether `FORMWRIGHT_BENCH_RUNS` (e.g. `pooled/1,fresh/3`; all when
+/// unset) asks for this run.
+fn wanted(strategy: CloneStrategy, parallel: usize) -> bool {
+    let Ok(runs) = std::env::var("FORMWRIGHT_BENCH_RUNS") else {
+        return true;
+    };
+    let this = format!("{strategy}/{parallel}");
+    runs.split(',').any(|r| r.trim() == this)
 }
 
 /// From the first attempt's start to the last job's end.

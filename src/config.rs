@@ -94,6 +94,9 @@ pub struct EngineSection {
     pub clone_strategy: CloneStrategy,
     /// A pooled browser is replaced after this many attempts.
     pub pool_recycle_after: u32,
+    /// Warm browsers kept beyond one per worker (`pooled`), so a worker
+    /// never waits for the wipe of the browser it has just returned.
+    pub pool_spare: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,6 +166,7 @@ impl Default for EngineSection {
             shutdown_drain_s: 60,
             clone_strategy: CloneStrategy::Pooled,
             pool_recycle_after: 50,
+            pool_spare: 1,
         }
     }
 }
@@ -345,6 +349,7 @@ impl DaemonConfig {
             strategy: self.engine.clone_strategy,
             pool_size: self.engine.workers as usize,
             recycle_after: self.engine.pool_recycle_after,
+            spare: self.engine.pool_spare as usize,
         }
     }
 
@@ -624,7 +629,10 @@ mod tests {
         let config = DaemonConfig::from_parts(MINIMAL, "t", &[]).unwrap().config;
         assert_eq!(config.engine.clone_strategy, CloneStrategy::Pooled);
         let clone = config.clone_settings();
-        assert_eq!((clone.pool_size, clone.recycle_after), (3, 50));
+        assert_eq!(
+            (clone.pool_size, clone.recycle_after, clone.spare),
+            (3, 50, 1)
+        );
 
         let file = format!("{MINIMAL}[engine]\nclone_strategy = \"fresh\"\n");
         let config = DaemonConfig::from_parts(&file, "t", &[]).unwrap().config;
@@ -637,13 +645,21 @@ mod tests {
                 ("FORMWRIGHT_ENGINE_CLONE_STRATEGY", "pooled"),
                 ("FORMWRIGHT_ENGINE_WORKERS", "5"),
                 ("FORMWRIGHT_ENGINE_POOL_RECYCLE_AFTER", "7"),
+                ("FORMWRIGHT_ENGINE_POOL_SPARE", "0"),
             ]),
         )
         .unwrap()
         .config
         .clone_settings();
         assert_eq!(overridden.strategy, CloneStrategy::Pooled);
-        assert_eq!((overridden.pool_size, overridden.recycle_after), (5, 7));
+        assert_eq!(
+            (
+                overridden.pool_size,
+                overridden.recycle_after,
+                overridden.spare
+            ),
+            (5, 7, 0)
+        );
 
         let err = DaemonConfig::from_parts(
             MINIMAL,

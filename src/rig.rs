@@ -108,6 +108,8 @@ pub struct RigOptions {
     pub clone_strategy: CloneStrategy,
     /// A pooled browser is replaced after this many attempts.
     pub pool_recycle_after: u32,
+    /// Pooled browsers kept beyond one per worker.
+    pub pool_spare: usize,
     /// Takes the jobs only once the master is logged in and the warm
     /// browsers (`pooled`) have started, so no attempt waits for start-up;
     /// by default they are taken at once.
@@ -137,6 +139,7 @@ impl RigOptions {
             artifacts: ArtifactsSection::default(),
             clone_strategy: CloneStrategy::default(),
             pool_recycle_after: CloneSettings::default().recycle_after,
+            pool_spare: CloneSettings::default().spare,
             warm_before_intake: false,
         })
     }
@@ -308,6 +311,7 @@ impl Rig {
             artifacts,
             clone_strategy,
             pool_recycle_after,
+            pool_spare,
             warm_before_intake,
         } = options;
         for (id, doc) in &jobs {
@@ -351,6 +355,7 @@ impl Rig {
                 strategy: clone_strategy,
                 pool_size: workers.max(1),
                 recycle_after: pool_recycle_after,
+                spare: pool_spare,
             },
         })
         .map_err(RigError::Captcha)?;

@@ -573,12 +573,14 @@ async fn a_session_that_dies_mid_form_ends_the_step_at_once() {
     let w = World::new().await;
     let master = w.logged_in_master().await;
     let profile = profile_with(
+        // Not the URL the session check loads, so it is loaded again and
+        // meets the expired session.
         r##"
 [[steps]]
 name = "open dashboard"
 phase = "pre_submit"
 action = "goto"
-url = "/Home/Dashboard"
+url = "/Home/Dashboard?from=menu"
 
 [[steps]]
 name = "branch list"
@@ -614,6 +616,64 @@ timeout_ms = 15000
     assert_eq!(err.step, "branch list");
     assert!(took < Duration::from_secs(3), "noticed after {took:?}");
     eprintln!("mid-form expiry noticed in {took:?}: {err}");
+    job.close().await.unwrap();
+    master.close().await.unwrap();
+}
+
+/// The session check has just loaded the dashboard and found it logged in:
+/// an attempt whose first step opens the dashboard does not load it again,
+/// while a later step that opens it does.
+#[tokio::test]
+async fn a_first_step_opening_the_checked_dashboard_does_not_reload_it() {
+    let w = World::new().await;
+    let master = w.logged_in_master().await;
+    let profile = profile_with(
+        r##"
+[[steps]]
+name = "open dashboard"
+phase = "pre_submit"
+action = "goto"
+url = "/Home/Dashboard"
+
+[[steps]]
+name = "menu"
+phase = "pre_submit"
+action = "wait_for"
+selector = "#divMainMotors"
+"##,
+    );
+    let mut job = JobBrowser::clone_from(
+        &w.driver,
+        &master,
+        &profile,
+        w.base(),
+        w.work.path().join("no-reload"),
+    )
+    .await
+    .unwrap();
+    assert!(job.check_session().await.unwrap().is_valid());
+    let fields = profile.extract(&job_document()).unwrap();
+    let client = job.client().unwrap().clone();
+    let marked = "window.fwMarker = 'checked'; return window.fwMarker;";
+    assert_eq!(client.execute(marked, vec![]).await.unwrap(), "checked");
+    let marker = "return window.fwMarker || null;";
+
+    job.run_phase(Phase::PreSubmit, &fields, &mut Outputs::new())
+        .await
+        .expect("the steps run");
+    let kept = client.execute(marker, vec![]).await.unwrap();
+    assert_eq!(kept, "checked", "the checked page was loaded again");
+
+    // Only right after the check: the next run opens the page afresh.
+    job.run_phase(Phase::PreSubmit, &fields, &mut Outputs::new())
+        .await
+        .expect("the steps run again");
+    let kept = client.execute(marker, vec![]).await.unwrap();
+    assert_eq!(
+        kept,
+        serde_json::Value::Null,
+        "the dashboard was not opened"
+    );
     job.close().await.unwrap();
     master.close().await.unwrap();
 }

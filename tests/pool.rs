@@ -20,9 +20,14 @@ use formwright::rig::{example_jobs, Rig, RigOptions};
 use formwright::timing::{CHECK, CLONE, NAVIGATE};
 use serde_json::{json, Value};
 
-/// A rig with no jobs, one worker (so one pooled browser), and the pool
-/// recycling browsers after `recycle_after` attempts.
+/// A rig with no jobs, one worker and no spare (so one pooled browser),
+/// and the pool recycling browsers after `recycle_after` attempts.
 async fn start(dir: &Path, recycle_after: u32) -> Rig {
+    start_with_spare(dir, recycle_after, 0).await
+}
+
+/// [`start`] with `spare` browsers beyond the one for the worker.
+async fn start_with_spare(dir: &Path, recycle_after: u32, spare: usize) -> Rig {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -36,6 +41,7 @@ async fn start(dir: &Path, recycle_after: u32) -> Rig {
     options.heartbeat = None;
     options.clone_strategy = CloneStrategy::Pooled;
     options.pool_recycle_after = recycle_after;
+    options.pool_spare = spare;
     let rig = Rig::start(options).await.expect("the rig starts");
     let mut health = rig.engine().session().subscribe();
     let up = tokio::time::timeout(
@@ -308,5 +314,55 @@ async fn failed_worn_and_dead_browsers_are_replaced_and_every_step_is_timed() {
         assert_eq!(step.count, 5, "{step:?}");
         assert!(step.median > Duration::ZERO, "{step:?}");
     }
+    finish(rig).await;
+}
+
+/// With a spare, the worker's next attempt does not wait for the wipe of the
+/// browser it has just returned: the spare serves it while that one is
+/// wiped in the background, and a wiped browser serves a later attempt
+/// holding nothing of its last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spare_serves_while_a_returned_browser_is_wiped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rig = start_with_spare(dir.path(), 50, 1).await;
+    let portal = rig.portal();
+    let store = "localStorage.setItem('fw-leak', 'stored');
+                 sessionStorage.setItem('fw-leak', 'stored');
+                 document.cookie = 'fw_leak=stored; path=/; max-age=86400';";
+
+    let a1 = open(portal, 0, 1).await;
+    let first = session_id(&a1);
+    js(&a1, store).await;
+    a1.close().await;
+    let a2 = open(portal, 1, 1).await;
+    let second = session_id(&a2);
+    assert_ne!(second, first, "the spare serves the next attempt");
+    js(&a2, store).await;
+    a2.close().await;
+
+    // Whichever of the two is parked first serves the third attempt, and
+    // both stored the same values.
+    let a3 = open(portal, 2, 1).await;
+    let third = session_id(&a3);
+    assert!(
+        third == first || third == second,
+        "a pooled browser is reused"
+    );
+    let seen = leftovers(&a3).await;
+    assert_eq!(seen["local"], Value::Null, "{seen}");
+    assert_eq!(seen["session"], Value::Null, "{seen}");
+    assert_eq!(seen["cookie"], false, "{seen}");
+    let cookies = cookie_names(&a3).await;
+    assert!(!cookies.contains(&"fw_leak".to_string()), "{cookies:?}");
+    for login in [SESSION_COOKIE, AUTH_COOKIE] {
+        assert!(cookies.contains(&login.to_string()), "{cookies:?}");
+    }
+    a3.close().await;
+    let stats = portal.pool_stats().expect("pooled");
+    assert_eq!(
+        (stats.started, stats.replaced, stats.reused),
+        (2, 0, 1),
+        "{stats:?}"
+    );
     finish(rig).await;
 }

@@ -9,13 +9,17 @@
 //! disk: cookies alone.
 //!
 //! Pooled: a warm browser on its own empty profile (never a copy of the
-//! master's) serves one attempt after another. Before each attempt after
-//! its first, [`JobBrowser::reset_from`] wipes it (its tab swapped for a
-//! new one, every cookie and the portal origin's storage cleared through
-//! Chrome DevTools, the console log drained, each checked) and sets the
-//! master's current cookies through DevTools, so no portal page is loaded
-//! between one attempt and the next. A wipe that cannot be done or checked
-//! is an error: the pool then replaces the browser.
+//! master's) serves one attempt after another. After each attempt,
+//! [`JobBrowser::park`] wipes it (its tab swapped for a new one, every
+//! cookie and the portal origin's storage cleared through Chrome DevTools,
+//! the console log drained, each checked); before the next,
+//! [`JobBrowser::reset_from`] sets the master's current cookies through
+//! DevTools and checks the browser holds those and no others, so no portal
+//! page is loaded between one attempt and the next. A wipe or check that
+//! cannot be done is an error: the pool then replaces the browser.
+//!
+//! The first step of an attempt that would open the dashboard the session
+//! check has just loaded is not run again.
 //!
 //! The copy then opens the dashboard and decides in about a second whether
 //! it is logged in ([`JobBrowser::check_session`]).
@@ -212,6 +216,12 @@ pub struct JobBrowser {
     user_agent: String,
     /// Attempts it has been reset for (pooled); 1 for the others.
     attempts_served: u32,
+    /// Wiped since its last attempt (pooled): [`park`](Self::park) wiped
+    /// it, so [`reset_from`](Self::reset_from) need not.
+    wiped: bool,
+    /// The dashboard URL the session check has just loaded, until a step
+    /// runs: a first step that would load it again need not.
+    checked_url: Option<String>,
     /// Every step run since the last [`take_timings`](Self::take_timings),
     /// failed ones included.
     timings: Vec<StepTiming>,
@@ -283,6 +293,8 @@ impl JobBrowser {
             submit: None,
             user_agent: master.user_agent().to_string(),
             attempts_served: 1,
+            wiped: false,
+            checked_url: None,
             timings: Vec::new(),
         };
         let added = match master.cookies().await {
@@ -335,7 +347,7 @@ impl JobBrowser {
         }
         let guard = DirGuard(Some(dir.clone()));
         let user_agent = Some(user_agent).filter(|ua| !ua.is_empty());
-        let session = driver
+        let mut session = driver
             .open_session(
                 "pooled",
                 Some(&user_data_dir),
@@ -344,6 +356,13 @@ impl JobBrowser {
             )
             .await?;
         guard.disarm();
+        // A new Chromium opens its New Tab Page, which chromedriver waits
+        // on before the first command: usually 0.2 s, now and then 5 s.
+        // Waited for here, while the browser warms up, not by an attempt.
+        if let Err(e) = session.client()?.current_url().await {
+            let _ = session.close().await;
+            return Err(BrowserError::cmd("reading the new browser's first page", e));
+        }
         debug!(
             ms = started.elapsed().as_millis() as u64,
             dir = %dir.display(),
@@ -359,25 +378,27 @@ impl JobBrowser {
             submit: None,
             user_agent: user_agent.unwrap_or_default().to_string(),
             attempts_served: 0,
+            wiped: true,
+            checked_url: None,
             timings: Vec::new(),
         })
     }
 
     /// Readies a pooled browser for its next attempt: wipes what the last
-    /// attempt left (unless this is its first), then adds `cookies`, the
-    /// master's current ones, on the portal's origin. An error means the
-    /// browser cannot be trusted clean and must be replaced.
+    /// attempt left, unless [`park`](Self::park) already has (or this is
+    /// its first), then adds `cookies`, the master's current ones, on the
+    /// portal's origin, and checks the browser holds those and no others.
+    /// An error means the browser cannot be trusted clean and must be
+    /// replaced.
     pub async fn reset_from(&mut self, cookies: Vec<BrowserCookie>) -> Result<(), BrowserError> {
         let started = Instant::now();
         self.submit = None;
         self.timings.clear();
-        if self.attempts_served > 0 {
-            tokio::time::timeout(WIPE_TIMEOUT, self.wipe())
-                .await
-                .map_err(|_| BrowserError::Dirty {
-                    what: format!("the wipe took over {} s", WIPE_TIMEOUT.as_secs()),
-                })??;
+        self.checked_url = None;
+        if !self.wiped {
+            self.wipe_within_timeout().await?;
         }
+        self.wiped = false;
         self.attempts_served += 1;
         self.cookies_added = self.add_cookies(cookies).await?;
         info!(
@@ -388,6 +409,14 @@ impl JobBrowser {
             "login cloned into a job browser"
         );
         Ok(())
+    }
+
+    async fn wipe_within_timeout(&mut self) -> Result<(), BrowserError> {
+        tokio::time::timeout(WIPE_TIMEOUT, self.wipe())
+            .await
+            .map_err(|_| BrowserError::Dirty {
+                what: format!("the wipe took over {} s", WIPE_TIMEOUT.as_secs()),
+            })?
     }
 
     /// Clears everything one attempt can leave for the next, and checks it
@@ -480,7 +509,7 @@ impl JobBrowser {
             .collect();
         if self.mode == CloneMode::Pooled {
             match self.set_cookies_over_cdp(&cookies).await {
-                Ok(n) => return Ok(n),
+                Ok(set) => return set,
                 Err(e) => debug!(error = %e, "cookies not set through DevTools; over WebDriver"),
             }
         }
@@ -507,9 +536,15 @@ impl JobBrowser {
     }
 
     /// Sets `cookies` for the portal's origin through DevTools and checks
-    /// each is there. A cookie without a domain, or with its host as
-    /// domain, stays host-only; one for a parent domain keeps it.
-    async fn set_cookies_over_cdp(&self, cookies: &[BrowserCookie]) -> Result<usize, BrowserError> {
+    /// each is there and no other. A cookie without a domain, or with its
+    /// host as domain, stays host-only; one for a parent domain keeps it.
+    /// The outer error: DevTools could not do it (WebDriver may); the inner
+    /// one: the browser holds a cookie the wipe should have removed, so it
+    /// must be replaced.
+    async fn set_cookies_over_cdp(
+        &self,
+        cookies: &[BrowserCookie],
+    ) -> Result<Result<usize, BrowserError>, BrowserError> {
         let origin = self.origin()?;
         let params: Vec<serde_json::Value> = cookies
             .iter()
@@ -556,7 +591,15 @@ impl JobBrowser {
         if let Some(missing) = cookies.iter().find(|c| !names.contains(&c.name.as_str())) {
             return Err(failed(format!("cookie {} was not set", missing.name)));
         }
-        Ok(cookies.len())
+        // The wipe ran before these were set (maybe a while ago, when the
+        // browser was parked): anything more is left from an earlier attempt.
+        if let Some(extra) = names
+            .iter()
+            .find(|n| !cookies.iter().any(|c| c.name == **n))
+        {
+            return Ok(Err(failed(format!("cookie {extra} survived the wipe"))));
+        }
+        Ok(Ok(cookies.len()))
     }
 
     /// Clears the current page's session and local storage and checks
@@ -615,6 +658,12 @@ impl JobBrowser {
         let check =
             session::check_session(self.session.client()?, &self.profile, &self.base_url).await?;
         debug!(?check, "clone session checked");
+        self.checked_url = match check {
+            SessionCheck::Valid { .. } => {
+                Some(join_url(&self.base_url, &self.profile.dashboard.url)?)
+            }
+            SessionCheck::Expired { .. } => None,
+        };
         Ok(check)
     }
 
@@ -638,6 +687,7 @@ impl JobBrowser {
                 .map_or("(submit)", |s| s.name.as_str());
             return Err(StepError::not_prepared(step));
         }
+        let mut checked_url = self.checked_url.take();
         let runner = self.runner()?;
         let mut timings = Vec::new();
         let mut failed = None;
@@ -654,6 +704,28 @@ impl JobBrowser {
                 continue;
             }
             let started = Instant::now();
+            // The session check has just loaded the dashboard and found it
+            // logged in: a first step that opens it again would only ask
+            // the portal for the same page.
+            if let Some(loaded) = checked_url.take() {
+                if step.action == crate::profile::Action::Goto
+                    && step
+                        .url
+                        .as_deref()
+                        .and_then(|u| join_url(&self.base_url, u).ok())
+                        == Some(loaded)
+                {
+                    debug!(step = %step.name, "already on this page, loaded by the session check");
+                    timings.push(StepTiming {
+                        step: step.name.clone(),
+                        action: step.action,
+                        phase: step.phase,
+                        elapsed: started.elapsed(),
+                        skipped: false,
+                    });
+                    continue;
+                }
+            }
             match runner.run(step, fields, outputs).await {
                 Ok(timing) => timings.push(timing),
                 Err(e) => {
@@ -755,9 +827,12 @@ impl JobBrowser {
         &self.user_agent
     }
 
-    /// Whether the browser answers WebDriver and shows only `about:blank`:
-    /// a pooled browser between attempts is parked there, which also stops
-    /// the last page's scripts.
+    /// Parks a pooled browser between attempts: checks its process is
+    /// alive, answers any alert the last page left open, and wipes it
+    /// ([`wipe`](Self::wipe): a new blank tab for the old one, which stops
+    /// the last page's scripts, and no cookie or storage left, each
+    /// checked). So the next attempt starts on a clean browser without
+    /// waiting for the wipe. An error means the browser must be replaced.
     pub async fn park(&mut self) -> Result<(), BrowserError> {
         if let Some(pid) = self.session.pid() {
             if !super::driver::pid_alive(pid) {
@@ -768,13 +843,13 @@ impl JobBrowser {
             }
         }
         self.submit = None;
-        let client = self.session.client()?;
-        // A page left with an open alert refuses navigation: dismiss it.
-        let _ = client.dismiss_alert().await;
-        client
-            .goto("about:blank")
-            .await
-            .map_err(|e| BrowserError::cmd("opening about:blank", e))
+        self.checked_url = None;
+        // A page left with an open alert refuses the new tab: dismiss it.
+        let _ = self.session.client()?.dismiss_alert().await;
+        self.wiped = false;
+        self.wipe_within_timeout().await?;
+        self.wiped = true;
+        Ok(())
     }
 
     /// The job's folder (deleted on close).

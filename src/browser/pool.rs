@@ -3,29 +3,34 @@
 //! Starting Chromium for every attempt costs most of a second before any
 //! portal work; a browser that is already running, wiped and given the
 //! master's cookies is ready in a fraction of that. The pool keeps one
-//! warm browser per worker slot, each on its own empty profile folder
-//! under `{work_dir}/pool` (never a copy of the master's), and lends them
-//! out one attempt at a time:
+//! warm browser per worker slot and one spare, each on its own empty
+//! profile folder under `{work_dir}/pool` (never a copy of the master's),
+//! and lends them out one attempt at a time:
 //!
 //! ```text
-//! take          a parked browser, or wait for the one being started
-//! ready         wipe it (JobBrowser::reset_from) and add the master's
-//!               current cookies; a browser whose wipe fails or cannot be
-//!               checked is closed and a new one started in its place
-//! give_back     clean attempt: park it on about:blank for the next one;
-//!               a failed attempt, its N-th attempt, or a browser that
-//!               does not park: close it, start a replacement
-//! close         shutdown: close every parked browser and the ones starting
+//! take          the longest-parked browser, or wait for the first one
+//!               being wiped or started
+//! ready         add the master's current cookies (JobBrowser::reset_from)
+//!               and check the browser holds those and no others; one that
+//!               fails is closed and a new one started in its place
+//! give_back     at once, for the worker: in the background, a clean
+//!               attempt's browser is wiped and checked (JobBrowser::park)
+//!               and parked; a failed attempt's, its N-th attempt's, or one
+//!               whose wipe fails is closed and a replacement started
+//! close         shutdown: close every parked browser and the ones being
+//!               wiped or started
 //! ```
 //!
 //! So every attempt still starts from a fresh copy of the master's login,
 //! and what one attempt leaves (cookies, storage, the page, typed values,
 //! console messages) is gone before the next begins, or the browser is.
+//! The wipe runs after an attempt, not before the next one, and the spare
+//! means a worker that returns a browser takes another, already wiped,
+//! rather than waiting for its own.
 //!
-//! A replacement starts in the background, so the next attempt seldom
-//! waits for it. Browsers lost some other way (a panicking attempt drops
-//! its browser, which kills it) are made up for by the next attempt
-//! starting one itself.
+//! Browsers lost some other way (a panicking attempt drops its browser,
+//! which kills it) are made up for by the next attempt starting one
+//! itself.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -42,9 +47,9 @@ use super::session::BrowserCookie;
 use super::{BrowserError, Driver, JobBrowser};
 use crate::profile::Profile;
 
-/// How long parking a returned browser may take before it counts as
-/// unhealthy.
-const PARK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long parking (the wipe included) a returned browser may take
+/// before it counts as unhealthy.
+const PARK_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long shutdown waits for a browser that is still starting.
 const START_WAIT: Duration = Duration::from_secs(20);
@@ -82,10 +87,13 @@ impl std::fmt::Display for CloneStrategy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloneSettings {
     pub strategy: CloneStrategy,
-    /// Warm browsers kept: one per worker slot.
+    /// Worker slots; the pool keeps a warm browser for each, and a spare.
     pub pool_size: usize,
     /// A pooled browser is replaced after this many attempts.
     pub recycle_after: u32,
+    /// Browsers kept beyond one per worker slot, so a worker that returns
+    /// a browser takes one already wiped instead of waiting for its own.
+    pub spare: usize,
 }
 
 impl Default for CloneSettings {
@@ -94,6 +102,7 @@ impl Default for CloneSettings {
             strategy: CloneStrategy::Pooled,
             pool_size: 3,
             recycle_after: 50,
+            spare: 1,
         }
     }
 }
@@ -110,11 +119,9 @@ pub struct PoolStats {
     pub reused: usize,
 }
 
-/// A place in the pool: a parked browser, or one starting.
-enum Slot {
-    Parked(Box<JobBrowser>),
-    Starting(JoinHandle<Result<JobBrowser, BrowserError>>),
-}
+/// A place in the pool: a browser being wiped or started, parked once
+/// its task has finished.
+type Slot = JoinHandle<Result<JobBrowser, BrowserError>>;
 
 /// The warm browsers. See the module docs.
 pub struct Pool {
@@ -161,7 +168,7 @@ impl Pool {
             profile,
             base_url,
             dir,
-            size: settings.pool_size.max(1),
+            size: settings.pool_size.max(1) + settings.spare,
             recycle_after: settings.recycle_after.max(1),
             slots: Mutex::new(VecDeque::new()),
             closed: AtomicBool::new(false),
@@ -181,6 +188,11 @@ impl Pool {
             replaced: self.replaced.load(Ordering::SeqCst),
             reused: self.reused.load(Ordering::SeqCst),
         }
+    }
+
+    /// Browsers the pool keeps warm: one per worker slot and the spares.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// Where the pooled browsers' folders are.
@@ -226,27 +238,33 @@ impl Pool {
         }
     }
 
-    /// A browser for an attempt, parked or starting; `None` when the pool
-    /// has none (the caller starts one). Holds no lock while it waits, so
-    /// call it before taking the driver's or master's lock.
+    /// A browser for an attempt: the longest-parked one, else the first
+    /// being wiped or started; `None` when the pool has none (the caller
+    /// starts one). Holds no lock while it waits, so call it before taking
+    /// the driver's or master's lock.
     pub async fn take(&self) -> Option<JobBrowser> {
         loop {
-            let slot = self.slots.lock().ok()?.pop_front()?;
-            match slot {
-                Slot::Parked(browser) => return Some(*browser),
-                Slot::Starting(start) => match start.await {
-                    Ok(Ok(browser)) => return Some(browser),
-                    Ok(Err(e)) => warn!(error = %e, "a pooled browser did not start"),
-                    Err(e) => warn!(error = %e, "starting a pooled browser panicked"),
-                },
+            let slot = {
+                let mut slots = self.slots.lock().ok()?;
+                match slots.iter().position(JoinHandle::is_finished) {
+                    Some(i) => slots.remove(i)?,
+                    None => slots.pop_front()?,
+                }
+            };
+            match slot.await {
+                Ok(Ok(browser)) => return Some(browser),
+                Ok(Err(e)) => warn!(error = %e, "a pooled browser did not start"),
+                Err(e) => warn!(error = %e, "starting a pooled browser panicked"),
             }
         }
     }
 
     /// Readies `taken` (from [`take`](Self::take)) for an attempt with the
-    /// master's current `cookies`: wipes it and adds them. When there is
-    /// none, or it fails its wipe, or it runs with another user agent, a
-    /// new one is started on `driver` (the failed one is closed).
+    /// master's current `cookies`: adds them and checks the browser holds
+    /// those and no others (wiping it first if it was not wiped when
+    /// parked). When there is none, or it fails, or it runs with another
+    /// user agent, a new one is started on `driver` (the failed one is
+    /// closed).
     pub async fn ready(
         &self,
         taken: Option<JobBrowser>,
@@ -284,10 +302,11 @@ impl Pool {
         }
     }
 
-    /// Takes a browser back after its attempt. `clean`: the attempt did
-    /// not fail. A clean browser under its attempt count is parked for the
-    /// next attempt; any other is closed and a replacement started.
-    pub async fn give_back(self: &Arc<Self>, mut browser: JobBrowser, clean: bool) {
+    /// Takes a browser back after its attempt, at once. `clean`: the
+    /// attempt did not fail. In the background, a clean browser under its
+    /// attempt count is wiped and parked for a later attempt; any other,
+    /// or one whose wipe fails, is closed and a replacement started.
+    pub async fn give_back(self: &Arc<Self>, browser: JobBrowser, clean: bool) {
         if self.closed.load(Ordering::SeqCst) {
             close_quietly(browser).await;
             return;
@@ -297,30 +316,21 @@ impl Pool {
         } else if browser.attempts_served() >= self.recycle_after {
             Some(format!("it served {} attempts", browser.attempts_served()))
         } else {
-            match tokio::time::timeout(PARK_TIMEOUT, browser.park()).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(format!("its health check failed: {e}")),
-                Err(_) => Some("its health check timed out".to_string()),
-            }
+            None
         };
-        match why {
-            None => {
-                if let Err(Slot::Parked(browser)) = self.push_slot(Slot::Parked(Box::new(browser)))
-                {
-                    close_quietly(*browser).await;
-                }
-            }
+        let readying = match why {
+            None => self.spawn_park(browser),
             Some(why) => {
                 debug!(%why, "replacing a pooled browser");
                 self.replaced.fetch_add(1, Ordering::SeqCst);
-                let start = self.spawn_start(Some(browser));
-                self.push(start);
+                self.spawn_start(Some(browser))
             }
-        }
+        };
+        self.push(readying);
     }
 
-    /// Closes every parked browser and every one starting; later
-    /// returns are closed, not parked.
+    /// Closes every parked browser and every one being wiped or started;
+    /// later returns are closed, not parked.
     pub async fn close(&self) {
         let slots: Vec<Slot> = match self.slots.lock() {
             Ok(mut slots) => {
@@ -329,18 +339,12 @@ impl Pool {
             }
             Err(_) => return,
         };
-        for slot in slots {
-            match slot {
-                Slot::Parked(browser) => close_quietly(*browser).await,
-                Slot::Starting(mut start) => {
-                    match tokio::time::timeout(START_WAIT, &mut start).await {
-                        Ok(Ok(Ok(browser))) => close_quietly(browser).await,
-                        Ok(_) => {}
-                        // Aborting drops a half-started browser, which
-                        // kills it.
-                        Err(_) => start.abort(),
-                    }
-                }
+        for mut slot in slots {
+            match tokio::time::timeout(START_WAIT, &mut slot).await {
+                Ok(Ok(Ok(browser))) => close_quietly(browser).await,
+                Ok(_) => {}
+                // Aborting drops a half-started browser, which kills it.
+                Err(_) => slot.abort(),
             }
         }
         debug!("browser pool closed");
@@ -353,27 +357,50 @@ impl Pool {
         tokio::spawn(close_quietly(browser));
     }
 
+    /// Wipes and parks a browser in the background; one that fails is
+    /// closed and a new one started instead.
+    fn spawn_park(self: &Arc<Self>, mut browser: JobBrowser) -> Slot {
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            let why = match tokio::time::timeout(PARK_TIMEOUT, browser.park()).await {
+                Ok(Ok(())) => return Ok(browser),
+                Ok(Err(e)) => format!("its wipe or health check failed: {e}"),
+                Err(_) => "its wipe or health check timed out".to_string(),
+            };
+            debug!(%why, "replacing a pooled browser");
+            pool.replaced.fetch_add(1, Ordering::SeqCst);
+            close_quietly(browser).await;
+            pool.start_on_driver().await
+        })
+    }
+
     /// Starts a browser in the background, closing `old` first.
     fn spawn_start(self: &Arc<Self>, old: Option<JobBrowser>) -> Slot {
         let pool = Arc::clone(self);
-        Slot::Starting(tokio::spawn(async move {
+        tokio::spawn(async move {
             if let Some(old) = old {
                 close_quietly(old).await;
             }
-            let driver = pool.driver.read().await;
-            let driver = driver.as_ref().ok_or_else(|| BrowserError::Gone {
+            pool.start_on_driver().await
+        })
+    }
+
+    /// Starts a browser on the current chromedriver, unless the pool is
+    /// closed.
+    async fn start_on_driver(&self) -> Result<JobBrowser, BrowserError> {
+        let driver = self.driver.read().await;
+        let driver = driver.as_ref().ok_or_else(|| BrowserError::Gone {
+            doing: "starting a pooled browser".into(),
+            message: "chromedriver is not running".into(),
+        })?;
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(BrowserError::Gone {
                 doing: "starting a pooled browser".into(),
-                message: "chromedriver is not running".into(),
-            })?;
-            if pool.closed.load(Ordering::SeqCst) {
-                return Err(BrowserError::Gone {
-                    doing: "starting a pooled browser".into(),
-                    message: "the pool is closed".into(),
-                });
-            }
-            let user_agent = pool.user_agent();
-            pool.start(driver, &user_agent).await
-        }))
+                message: "the pool is closed".into(),
+            });
+        }
+        let user_agent = self.user_agent();
+        self.start(driver, &user_agent).await
     }
 
     async fn start(&self, driver: &Driver, user_agent: &str) -> Result<JobBrowser, BrowserError> {
@@ -390,12 +417,8 @@ impl Pool {
     fn push(&self, slot: Slot) -> bool {
         match self.push_slot(slot) {
             Ok(()) => true,
-            Err(Slot::Parked(browser)) => {
-                tokio::spawn(close_quietly(*browser));
-                false
-            }
-            Err(Slot::Starting(start)) => {
-                // Closes whatever it starts once it has.
+            Err(start) => {
+                // Closes whatever it readies once it has.
                 tokio::spawn(async move {
                     if let Ok(Ok(browser)) = start.await {
                         close_quietly(browser).await;

@@ -120,7 +120,7 @@ impl LivePortal {
             return false;
         }
         match &self.pool {
-            Some(pool) => pool.stats().started >= self.settings.clone.pool_size.max(1),
+            Some(pool) => pool.stats().started >= pool.size(),
             None => true,
         }
     }

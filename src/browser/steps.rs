@@ -1,8 +1,14 @@
 //! Runs a profile's form steps in a job browser.
 //!
 //! Every action waits for its condition by polling (never a fixed sleep),
-//! bounded by the step's `timeout_ms`. Clicks first wait for the loading
-//! mask to go, because the portal's mask swallows clicks silently. The
+//! bounded by the step's `timeout_ms`: soon at first, then less often. A
+//! look for an element is one script call that also sees the loading mask
+//! and the portal's login form. Clicks first wait for the mask to go,
+//! because the portal's mask swallows clicks silently, and for nothing else
+//! to cover the element; a click is then one pointer move, press and
+//! release, and typing one sequence of key presses (trusted input, at a
+//! fraction of the DevTools traffic of WebDriver's element click and
+//! typing). The
 //! submit click is split into [`prepare_submit`](StepRunner::prepare_submit)
 //! (wait until it can be clicked) and [`click_submit`]
 //! (StepRunner::click_submit) (the click, once), so the engine can make the
@@ -15,7 +21,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fantoccini::actions::{InputSource, MouseActions, PointerAction};
+use fantoccini::actions::{
+    InputSource, KeyAction, KeyActions, MouseActions, PointerAction, MOUSE_BUTTON_LEFT,
+};
 use fantoccini::elements::Element;
 use fantoccini::error::{CmdError, ErrorStatus};
 use fantoccini::{Client, Locator};
@@ -26,8 +34,12 @@ use super::session::{script_element, Session, VISIBLE_JS};
 use super::{cmd_is_gone, join_url};
 use crate::profile::{self, Action, FieldValues, Phase, Profile, Step};
 
-/// How often a step re-checks its condition.
+/// The longest pause before a step re-checks its condition.
 const POLL: Duration = Duration::from_millis(100);
+
+/// The first pause before a re-check: most conditions (a list filled, a
+/// mask gone, a page replaced) come true within tens of milliseconds.
+const FIRST_POLL: Duration = Duration::from_millis(10);
 
 /// How often a wait for a missing element also looks for the portal's
 /// login form, which replaces the page when the session dies mid-form.
@@ -35,6 +47,57 @@ const LOGIN_LOOK: Duration = Duration::from_millis(400);
 
 /// How long a closed Kendo list is left before it is opened again.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether a click at the centre of `el` would reach it: scrolls it into
+/// view first when it is not, then asks the page which element is on top
+/// there (the element itself, or one inside it, is a hit).
+const HIT_JS: &str = r#"
+const hitAt = (el) => {
+  const r = el.getClientRects()[0] || el.getBoundingClientRect();
+  const top = el.ownerDocument.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  return top !== null && (top === el || el.contains(top));
+};
+const hit = (el) => {
+  const r = el.getBoundingClientRect();
+  const view = el.ownerDocument.defaultView;
+  if (r.top < 0 || r.left < 0 || r.bottom > view.innerHeight || r.right > view.innerWidth) {
+    el.scrollIntoView({ block: 'center', inline: 'center' });
+  }
+  if (hitAt(el)) { return true; }
+  // Clipped by a scrolling box inside the page (a long drop-down list).
+  el.scrollIntoView({ block: 'nearest', inline: 'nearest' });
+  return hitAt(el);
+};
+"#;
+
+/// Looks for the first visible element matching `arguments[0]`, and
+/// whether the login form's field `arguments[1]` or a loading mask
+/// `arguments[2]` (when given; in this document or the top one, as a mask
+/// over the page covers the iframe a step works in) shows; with
+/// `arguments[3]`, whether something else covers the element.
+const LOOK_JS: &str = r#"
+const docs = [document];
+try { if (window.top.document !== document) { docs.push(window.top.document); } } catch (e) {}
+let els;
+try { els = Array.from(document.querySelectorAll(arguments[0])); } catch (e) { return { invalid: String(e) }; }
+const shown = (e) => e.tagName === 'OPTION'
+  ? visible(e.closest('select'))
+  : visible(e) && e.ownerDocument.defaultView.getComputedStyle(e).opacity !== '0';
+const el = els.find(shown) || null;
+const value = el && typeof el.value === 'string' ? el.value : '';
+const mask = arguments[2] ? docs.some((d) => anyVisible(d, arguments[2])) : false;
+const login = el ? false : docs.some((d) => anyVisible(d, arguments[1]));
+const covered = el && arguments[3] && !mask ? !hit(el) : false;
+return { count: els.length, el: el, value: value, mask: mask, login: login, covered: covered };"#;
+
+/// Whether a click on the element `arguments[0]` would reach it now: no
+/// loading mask `arguments[1]` up (here or in the top document) and
+/// nothing else on top of it.
+const CLICKABLE_JS: &str = r#"
+const docs = [document];
+try { if (window.top.document !== document) { docs.push(window.top.document); } } catch (e) {}
+if (docs.some((d) => anyVisible(d, arguments[1]))) { return false; }
+return hit(arguments[0]);"#;
 
 /// Longest page text quoted in an error.
 const QUOTE_MAX: usize = 120;
@@ -171,6 +234,20 @@ pub enum StepFailure {
         /// How long the step had waited when the form was seen.
         waited: Duration,
     },
+}
+
+/// The pauses of one wait: [`FIRST_POLL`], doubling up to [`POLL`].
+struct Pause(Duration);
+
+impl Pause {
+    fn new() -> Pause {
+        Pause(FIRST_POLL)
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(POLL);
+    }
 }
 
 /// While a step waits for an element that is not there, looks now and
@@ -528,43 +605,97 @@ impl<'a> StepRunner<'a> {
 
     /// The first displayed element matching `selector`.
     async fn displayed(&self, selector: &str, clock: Clock) -> Result<Element, StepFailure> {
-        let mut login = LoginWatch::default();
-        let present = loop {
-            let found = match self.client.find_all(Locator::Css(selector)).await {
-                Ok(found) => found,
-                Err(e) if e.is_invalid_selector() => {
-                    return Err(StepFailure::BadValue {
-                        message: format!("invalid CSS selector: {e}"),
+        self.displayed_unmasked(selector, None, clock)
+            .await
+            .map(|(el, _)| el)
+    }
+
+    /// The first displayed element matching `selector` that a click would
+    /// reach: no mask up, nothing on top of it (scrolled into view).
+    async fn clickable(&self, selector: &str, clock: Clock) -> Result<Element, StepFailure> {
+        self.look_for(selector, Some(&self.profile.mask), true, clock)
+            .await
+            .map(|(el, _)| el)
+    }
+
+    /// The first displayed element matching `selector` once no `mask`
+    /// shows, with its value (an input's; empty for other elements). One
+    /// script call per look: the element, the mask, and the portal's login
+    /// form, whose sight ends the wait at once (the session has died).
+    async fn displayed_unmasked(
+        &self,
+        selector: &str,
+        mask: Option<&str>,
+        clock: Clock,
+    ) -> Result<(Element, String), StepFailure> {
+        self.look_for(selector, mask, false, clock).await
+    }
+
+    /// [`displayed_unmasked`](Self::displayed_unmasked), and with `hit`
+    /// also not covered by another element.
+    async fn look_for(
+        &self,
+        selector: &str,
+        mask: Option<&str>,
+        hit: bool,
+        clock: Clock,
+    ) -> Result<(Element, String), StepFailure> {
+        let script = format!("{VISIBLE_JS}{HIT_JS}{LOOK_JS}");
+        let login = self.profile.login.username.as_str();
+        let mut poll = Pause::new();
+        loop {
+            let seen = self
+                .client
+                .execute(
+                    &script,
+                    vec![json!(selector), json!(login), json!(mask), json!(hit)],
+                )
+                .await
+                .map_err(failure_of)?;
+            if let Some(invalid) = seen["invalid"].as_str() {
+                return Err(StepFailure::BadValue {
+                    message: format!("invalid CSS selector: {invalid}"),
+                });
+            }
+            let masked = seen["mask"].as_bool().unwrap_or(false);
+            let covered = seen["covered"].as_bool().unwrap_or(false);
+            let el = script_element(self.client, &seen["el"]);
+            match el {
+                Some(el) if !masked && !covered => {
+                    let value = seen["value"].as_str().unwrap_or_default().to_string();
+                    return Ok((el, value));
+                }
+                Some(_) => {}
+                None if seen["login"].as_bool().unwrap_or(false) => {
+                    return Err(StepFailure::LoggedOut {
+                        waited: clock.waited(),
                     })
                 }
-                Err(e) => return Err(failure_of(e)),
-            };
-            let present = !found.is_empty();
-            for el in found {
-                match el.is_displayed().await {
-                    Ok(true) => return Ok(el),
-                    Ok(false) => {}
-                    Err(e) if e.is_stale_element_reference() => {}
-                    Err(e) => return Err(failure_of(e)),
-                }
+                None => {}
             }
-            login.look(self, clock).await?;
             if clock.expired() {
-                break present;
+                let waited = clock.waited();
+                return Err(match (masked, seen["count"].as_u64().unwrap_or(0)) {
+                    (true, _) => StepFailure::TimedOut {
+                        what: format!("loading mask {} going away", mask.unwrap_or_default()),
+                        waited,
+                    },
+                    (false, _) if covered => StepFailure::TimedOut {
+                        what: "a click the page accepts (another element covers it)".into(),
+                        waited,
+                    },
+                    (false, 0) => StepFailure::NotFound { waited },
+                    (false, _) => StepFailure::NotDisplayed { waited },
+                });
             }
-            tokio::time::sleep(POLL).await;
-        };
-        let waited = clock.waited();
-        Err(if present {
-            StepFailure::NotDisplayed { waited }
-        } else {
-            StepFailure::NotFound { waited }
-        })
+            poll.wait().await;
+        }
     }
 
     /// The first element matching `selector`, displayed or not.
     async fn present(&self, selector: &str, clock: Clock) -> Result<Element, StepFailure> {
         let mut login = LoginWatch::default();
+        let mut poll = Pause::new();
         loop {
             match self.client.find(Locator::Css(selector)).await {
                 Ok(el) => return Ok(el),
@@ -577,7 +708,7 @@ impl<'a> StepRunner<'a> {
                     waited: clock.waited(),
                 });
             }
-            tokio::time::sleep(POLL).await;
+            poll.wait().await;
         }
     }
 
@@ -599,6 +730,7 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
     }
 
     async fn mask_gone(&self, mask: &str, clock: Clock) -> Result<(), StepFailure> {
+        let mut poll = Pause::new();
         loop {
             if !self.mask_up(mask).await? {
                 return Ok(());
@@ -609,7 +741,7 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
                     waited: clock.waited(),
                 });
             }
-            tokio::time::sleep(POLL).await;
+            poll.wait().await;
         }
     }
 
@@ -617,10 +749,10 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
     /// refuses (covered, not yet interactable, replaced) is tried again
     /// until the deadline.
     async fn click(&self, selector: &str, clock: Clock) -> Result<(), StepFailure> {
+        let mut poll = Pause::new();
         loop {
-            self.mask_gone(&self.profile.mask, clock).await?;
-            let el = self.displayed(selector, clock).await?;
-            match el.click().await {
+            let el = self.clickable(selector, clock).await?;
+            match self.press(&el).await {
                 Ok(()) => return Ok(()),
                 Err(e) if is_click_refused(&e) && !clock.expired() => {
                     debug!(selector, "click refused, trying again: {e}");
@@ -633,7 +765,7 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
                 }
                 Err(e) => return Err(failure_of(e)),
             }
-            tokio::time::sleep(POLL).await;
+            poll.wait().await;
         }
     }
 
@@ -643,7 +775,24 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
     /// the item again.
     async fn try_click(&self, el: &Element, clock: Clock) -> Result<bool, StepFailure> {
         self.mask_gone(&self.profile.mask, clock).await?;
-        match el.click().await {
+        let el_json = serde_json::to_value(el).map_err(|e| StepFailure::WebDriver {
+            message: e.to_string(),
+        })?;
+        let script = format!("{VISIBLE_JS}{HIT_JS}{CLICKABLE_JS}");
+        let clickable = match self
+            .client
+            .execute(&script, vec![el_json, json!(self.profile.mask)])
+            .await
+        {
+            Ok(answer) => answer.as_bool().unwrap_or(false),
+            Err(e) if e.is_stale_element_reference() => false,
+            Err(e) => return Err(failure_of(e)),
+        };
+        if !clickable {
+            debug!("the item is covered or gone; finding it again");
+            return Ok(false);
+        }
+        match self.press(el).await {
             Ok(()) => Ok(true),
             Err(e) if is_click_refused(&e) => {
                 debug!("click refused, finding the element again: {e}");
@@ -653,9 +802,61 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
         }
     }
 
+    /// Clicks the centre of an element the page has just said a click
+    /// reaches: the pointer moves there, presses and releases, as a person's
+    /// mouse does (trusted events, one WebDriver command).
+    async fn press(&self, el: &Element) -> Result<(), CmdError> {
+        let pointer = MouseActions::new("formwright-mouse".into())
+            .then(PointerAction::MoveToElement {
+                element: el.clone(),
+                duration: Some(Duration::ZERO),
+                x: 0.0,
+                y: 0.0,
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        self.client.perform_actions(pointer).await
+    }
+
+    /// Types `text` into `el`, focused by [`ready_to_type`]
+    /// (Self::ready_to_type), as key presses: one WebDriver command for the
+    /// whole text. When the field has lost its focus meanwhile (a page
+    /// script moved it), or the text goes beyond printable ASCII, WebDriver's
+    /// element typing does it instead, which focuses the field itself and
+    /// handles any character.
+    async fn type_keys(&self, el: &Element, text: &str) -> Result<(), CmdError> {
+        let printable = text.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+        let el_json = serde_json::to_value(el).map_err(CmdError::Json)?;
+        let focused = printable
+            && self
+                .client
+                .execute(
+                    "return document.activeElement === arguments[0];",
+                    vec![el_json],
+                )
+                .await?
+                .as_bool()
+                .unwrap_or(false);
+        if !focused {
+            return el.send_keys(text).await;
+        }
+        let keys = text
+            .chars()
+            .fold(KeyActions::new("formwright-keys".into()), |keys, c| {
+                keys.then(KeyAction::Down { value: c })
+                    .then(KeyAction::Up { value: c })
+            });
+        self.client.perform_actions(keys).await
+    }
+
     async fn hover(&self, selector: &str, clock: Clock) -> Result<(), StepFailure> {
-        self.mask_gone(&self.profile.mask, clock).await?;
-        let el = self.displayed(selector, clock).await?;
+        let (el, _) = self
+            .displayed_unmasked(selector, Some(&self.profile.mask), clock)
+            .await?;
         let pointer =
             MouseActions::new("formwright-mouse".into()).then(PointerAction::MoveToElement {
                 element: el,
@@ -677,14 +878,10 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
         value: &str,
         clock: Clock,
     ) -> Result<(), StepFailure> {
-        let pause = Duration::from_millis(self.profile.login.type_pause_ms);
-        let el = self.displayed(selector, clock).await?;
-        let mut held = String::new();
-        for _ in 0..2 {
-            el.clear().await.map_err(failure_of)?;
-            focus(self.client, &el).await.map_err(failure_of)?;
-            tokio::time::sleep(pause).await;
-            el.send_keys(value).await.map_err(failure_of)?;
+        let (el, mut held) = self.displayed_unmasked(selector, None, clock).await?;
+        for round in 0..2 {
+            self.ready_to_type(&el, &held, round > 0).await?;
+            self.type_keys(&el, value).await.map_err(failure_of)?;
             held = el
                 .prop("value")
                 .await
@@ -701,6 +898,25 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
                 value.chars().count()
             ),
         })
+    }
+
+    /// Readies a field for typing: clears it unless it is empty (`held`)
+    /// and `again` is false, focuses it, and pauses the profile's
+    /// `type_pause_ms` (the portal drops keys that arrive right after a
+    /// field gains focus).
+    async fn ready_to_type(
+        &self,
+        el: &Element,
+        held: &str,
+        again: bool,
+    ) -> Result<(), StepFailure> {
+        let pause = Duration::from_millis(self.profile.login.type_pause_ms);
+        if again || !held.is_empty() {
+            el.clear().await.map_err(failure_of)?;
+        }
+        focus(self.client, el).await.map_err(failure_of)?;
+        tokio::time::sleep(pause).await;
+        Ok(())
     }
 
     async fn set_date(&self, selector: &str, value: &str, clock: Clock) -> Result<(), StepFailure> {
@@ -785,6 +1001,7 @@ return { open: visible(ul), count: items.length, item: item };"#;
         self.click(&opener, clock).await?;
         let mut opened = Instant::now();
         let script = format!("{VISIBLE_JS}{PICK_JS}");
+        let mut poll = Pause::new();
         loop {
             let seen = self
                 .client
@@ -805,7 +1022,7 @@ return { open: visible(ul), count: items.length, item: item };"#;
             if clock.expired() {
                 return Err(no_choice(r, &seen, clock));
             }
-            tokio::time::sleep(POLL).await;
+            poll.wait().await;
         }
     }
 
@@ -822,14 +1039,14 @@ const pick = items.find((el) => text(el) === want)
   || items.find((el) => text(el).toLowerCase().startsWith(lower))
   || null;
 return { count: items.length, item: pick };"#;
-        let pause = Duration::from_millis(self.profile.login.type_pause_ms);
-        let input = self.displayed(r.selector(), clock).await?;
-        input.clear().await.map_err(failure_of)?;
-        focus(self.client, &input).await.map_err(failure_of)?;
-        tokio::time::sleep(pause).await;
-        input.send_keys(r.value()).await.map_err(failure_of)?;
+        let (input, held) = self.displayed_unmasked(r.selector(), None, clock).await?;
+        self.ready_to_type(&input, &held, false).await?;
+        self.type_keys(&input, r.value())
+            .await
+            .map_err(failure_of)?;
         let list = r.list.as_deref().unwrap_or_default();
         let script = format!("{VISIBLE_JS}{SUGGEST_JS}");
+        let mut poll = Pause::new();
         loop {
             let seen = self
                 .client
@@ -844,7 +1061,7 @@ return { count: items.length, item: pick };"#;
             if clock.expired() {
                 return Err(no_choice(r, &seen, clock));
             }
-            tokio::time::sleep(POLL).await;
+            poll.wait().await;
         }
     }
 
@@ -862,11 +1079,13 @@ if (opt) {
   sel.dispatchEvent(new Event('change', { bubbles: true }));
 }
 return { count: opts.length, chosen: opt !== null };"#;
-        self.mask_gone(&self.profile.mask, clock).await?;
-        let el = self.displayed(r.selector(), clock).await?;
+        let (el, _) = self
+            .displayed_unmasked(r.selector(), Some(&self.profile.mask), clock)
+            .await?;
         let el_json = serde_json::to_value(&el).map_err(|e| StepFailure::WebDriver {
             message: e.to_string(),
         })?;
+        let mut poll = Pause::new();
         loop {
             let seen = self
                 .client
@@ -879,7 +1098,7 @@ return { count: opts.length, chosen: opt !== null };"#;
             if clock.expired() {
                 return Err(no_choice(r, &seen, clock));
             }
-            tokio::time::sleep(POLL).await;
+            poll.wait().await;
         }
     }
 
@@ -890,6 +1109,7 @@ return { count: opts.length, chosen: opt !== null };"#;
 
     /// Waits until a JS alert or confirm is open.
     async fn alert_shown(&self, clock: Clock) -> Result<(), StepFailure> {
+        let mut poll = Pause::new();
         loop {
             match self.client.get_alert_text().await {
                 Ok(_) => return Ok(()),
@@ -901,13 +1121,14 @@ return { count: opts.length, chosen: opt !== null };"#;
                     waited: clock.waited(),
                 });
             }
-            tokio::time::sleep(POLL).await;
+            poll.wait().await;
         }
     }
 
     /// The element's text once it is not empty (numbers are often filled
     /// in just after the element shows).
     async fn read(&self, selector: &str, clock: Clock) -> Result<String, StepFailure> {
+        let mut poll = Pause::new();
         loop {
             let el = self.displayed(selector, clock).await?;
             match el.text().await {
@@ -922,12 +1143,13 @@ return { count: opts.length, chosen: opt !== null };"#;
                     waited: clock.waited(),
                 });
             }
-            tokio::time::sleep(POLL).await;
+            poll.wait().await;
         }
     }
 
     async fn expect_text(&self, r: &Resolved, clock: Clock) -> Result<(), StepFailure> {
         let mut last: Option<String> = None;
+        let mut poll = Pause::new();
         loop {
             match self.client.find(Locator::Css(r.selector())).await {
                 Ok(el) => match el.text().await {
@@ -954,7 +1176,7 @@ return { count: opts.length, chosen: opt !== null };"#;
                     },
                 });
             }
-            tokio::time::sleep(POLL).await;
+            poll.wait().await;
         }
     }
 

@@ -154,7 +154,9 @@ pub fn print(
 
 /// Where the attempts' time went: each step's median and 95th percentile,
 /// and its share of all the steps' time.
-fn print_steps(report: &Report, out: &mut impl std::io::Write) -> std::io::Result<()> {
+/// Prints where the attempts' time went: each span's count, median, 95th
+/// percentile and share of all the time.
+pub fn print_steps(report: &Report, out: &mut impl std::io::Write) -> std::io::Result<()> {
     let all: f64 = report.steps.iter().map(|s| s.total.as_secs_f64()).sum();
     if report.steps.is_empty() || all <= 0.0 {
         return Ok(());

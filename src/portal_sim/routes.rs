@@ -75,8 +75,17 @@ pub fn router(shared: AppState) -> Router {
 
 const JS: &str = "application/javascript";
 
+/// A static asset. Cached for a day, as an ASP.NET portal's bundles are:
+/// only pages are `no-store`.
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
-    ([(CONTENT_TYPE, content_type)], body).into_response()
+    (
+        [
+            (CONTENT_TYPE, content_type),
+            (CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn redirect(to: &str) -> Response {
