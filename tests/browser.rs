@@ -16,7 +16,7 @@ use formwright::browser::{
     SessionCheck, StepFailure,
 };
 use formwright::captcha::{CaptchaSolver, SolverKind};
-use formwright::profile::{Phase, Profile};
+use formwright::profile::{FieldValues, Phase, Profile};
 use serde_json::json;
 
 use fixture::{lock, Fixture, PASSWORD, PERSISTENT_COOKIE, SESSION_COOKIE, USER};
@@ -325,6 +325,28 @@ impl World {
         master
     }
 
+    /// A clone of `master` running `profile`, found logged in by the
+    /// session check, and the example job's fields.
+    async fn checked_clone(
+        &self,
+        master: &Master,
+        profile: &Profile,
+        name: &str,
+    ) -> (JobBrowser, FieldValues) {
+        let mut job = JobBrowser::clone_from(
+            &self.driver,
+            master,
+            profile,
+            self.base(),
+            self.work.path().join(name),
+        )
+        .await
+        .expect("the clone opens");
+        assert!(job.check_session().await.unwrap().is_valid());
+        let fields = profile.extract(&job_document()).unwrap();
+        (job, fields)
+    }
+
     async fn clone_job(&self, master: &Master, name: &str) -> JobBrowser {
         JobBrowser::clone_from(
             &self.driver,
@@ -590,17 +612,7 @@ selector = "#ddlBranch"
 timeout_ms = 15000
 "##,
     );
-    let mut job = JobBrowser::clone_from(
-        &w.driver,
-        &master,
-        &profile,
-        w.base(),
-        w.work.path().join("mid-form"),
-    )
-    .await
-    .unwrap();
-    assert!(job.check_session().await.unwrap().is_valid());
-    let fields = profile.extract(&job_document()).unwrap();
+    let (mut job, fields) = w.checked_clone(&master, &profile, "mid-form").await;
 
     lock(&w.fixture.portal).expire_all();
     let started = Instant::now();
@@ -642,17 +654,7 @@ action = "wait_for"
 selector = "#divMainMotors"
 "##,
     );
-    let mut job = JobBrowser::clone_from(
-        &w.driver,
-        &master,
-        &profile,
-        w.base(),
-        w.work.path().join("no-reload"),
-    )
-    .await
-    .unwrap();
-    assert!(job.check_session().await.unwrap().is_valid());
-    let fields = profile.extract(&job_document()).unwrap();
+    let (mut job, fields) = w.checked_clone(&master, &profile, "no-reload").await;
     let client = job.client().unwrap().clone();
     let marked = "window.fwMarker = 'checked'; return window.fwMarker;";
     assert_eq!(client.execute(marked, vec![]).await.unwrap(), "checked");
