@@ -89,8 +89,8 @@ pub struct EngineSection {
     pub recovery_cooldown_s: u64,
     /// At shutdown, how long attempts past `submitted` may take to finish.
     pub shutdown_drain_s: u64,
-    /// `pooled` (warm job browsers, one per worker) or `fresh` (a new
-    /// browser on a profile copy per attempt).
+    /// `pooled` (warm job browsers, one per worker and `pool_spare` more)
+    /// or `fresh` (a new browser on a profile copy per attempt).
     pub clone_strategy: CloneStrategy,
     /// A pooled browser is replaced after this many attempts.
     pub pool_recycle_after: u32,

@@ -104,7 +104,7 @@ pub struct RigOptions {
     /// Where failure evidence goes (by default `work_dir/artifacts`).
     pub artifacts: ArtifactsSection,
     /// How each attempt gets its browser (`pooled` by default: one warm
-    /// browser per worker).
+    /// browser per worker and `pool_spare` more).
     pub clone_strategy: CloneStrategy,
     /// A pooled browser is replaced after this many attempts.
     pub pool_recycle_after: u32,

@@ -35,9 +35,9 @@ pub struct DemoArgs {
     /// Fault: the portal expires every session after each N-th proposal.
     #[arg(long, default_value_t = 0)]
     pub expire_every: u32,
-    /// How each attempt gets its browser: `pooled` (one warm browser per
-    /// worker, wiped before each attempt) or `fresh` (a new browser on a
-    /// copy of the master's profile per attempt).
+    /// How each attempt gets its browser: `pooled` (a warm browser per
+    /// worker and one spare, wiped after each attempt) or `fresh` (a new
+    /// browser on a copy of the master's profile per attempt).
     #[arg(long, value_enum, default_value_t = CloneStrategy::Pooled)]
     pub clone_strategy: CloneStrategy,
     /// Use this WebDriver server instead of starting chromedriver.
