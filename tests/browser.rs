@@ -594,24 +594,9 @@ async fn an_expired_clone_is_detected_quickly() {
 async fn a_session_that_dies_mid_form_ends_the_step_at_once() {
     let w = World::new().await;
     let master = w.logged_in_master().await;
-    let profile = profile_with(
-        // Not the URL the session check loads, so it is loaded again and
-        // meets the expired session.
-        r##"
-[[steps]]
-name = "open dashboard"
-phase = "pre_submit"
-action = "goto"
-url = "/Home/Dashboard?from=menu"
-
-[[steps]]
-name = "branch list"
-phase = "pre_submit"
-action = "wait_for"
-selector = "#ddlBranch"
-timeout_ms = 15000
-"##,
-    );
+    // Not the URL the session check loads, so it is loaded again and meets
+    // the expired session.
+    let profile = goto_then_wait("/Home/Dashboard?from=menu", "branch list", "#ddlBranch");
     let (mut job, fields) = w.checked_clone(&master, &profile, "mid-form").await;
 
     lock(&w.fixture.portal).expire_all();
@@ -639,21 +624,7 @@ timeout_ms = 15000
 async fn a_first_step_opening_the_checked_dashboard_does_not_reload_it() {
     let w = World::new().await;
     let master = w.logged_in_master().await;
-    let profile = profile_with(
-        r##"
-[[steps]]
-name = "open dashboard"
-phase = "pre_submit"
-action = "goto"
-url = "/Home/Dashboard"
-
-[[steps]]
-name = "menu"
-phase = "pre_submit"
-action = "wait_for"
-selector = "#divMainMotors"
-"##,
-    );
+    let profile = goto_then_wait("/Home/Dashboard", "menu", "#divMainMotors");
     let (mut job, fields) = w.checked_clone(&master, &profile, "no-reload").await;
     let client = job.client().unwrap().clone();
     let marked = "window.fwMarker = 'checked'; return window.fwMarker;";
@@ -809,6 +780,27 @@ selector = "#x"
 }
 
 /// A profile of the fixture's login with the given steps.
+/// A profile whose attempt opens `url`, then waits (15 s at most) for
+/// `selector` in a step named `name`.
+fn goto_then_wait(url: &str, name: &str, selector: &str) -> Profile {
+    profile_with(&format!(
+        r##"
+[[steps]]
+name = "open dashboard"
+phase = "pre_submit"
+action = "goto"
+url = "{url}"
+
+[[steps]]
+name = "{name}"
+phase = "pre_submit"
+action = "wait_for"
+selector = "{selector}"
+timeout_ms = 15000
+"##
+    ))
+}
+
 fn profile_with(steps: &str) -> Profile {
     let head = PROFILE.split("[[steps]]").next().unwrap();
     let submit = "\n[[steps]]\nname = \"save\"\nphase = \"submit\"\naction = \"click\"\nselector = \"#btnSave\"\n";

@@ -41,10 +41,6 @@ const POLL: Duration = Duration::from_millis(100);
 /// mask gone, a page replaced) come true within tens of milliseconds.
 const FIRST_POLL: Duration = Duration::from_millis(10);
 
-/// How often a wait for a missing element also looks for the portal's
-/// login form, which replaces the page when the session dies mid-form.
-const LOGIN_LOOK: Duration = Duration::from_millis(400);
-
 /// How long a closed Kendo list is left before it is opened again.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
@@ -73,8 +69,9 @@ const hit = (el) => {
 /// Looks for the first visible element matching `arguments[0]`, and
 /// whether the login form's field `arguments[1]` or a loading mask
 /// `arguments[2]` (when given; in this document or the top one, as a mask
-/// over the page covers the iframe a step works in) shows; with
-/// `arguments[3]`, whether something else covers the element.
+/// over the page covers the iframe a step works in) shows. `arguments[3]`,
+/// a [`Want`]: `present` takes the first match, shown or not; `click` also
+/// asks whether something else covers the element.
 const LOOK_JS: &str = r#"
 const docs = [document];
 try { if (window.top.document !== document) { docs.push(window.top.document); } } catch (e) {}
@@ -83,12 +80,33 @@ try { els = Array.from(document.querySelectorAll(arguments[0])); } catch (e) { r
 const shown = (e) => e.tagName === 'OPTION'
   ? visible(e.closest('select'))
   : visible(e) && e.ownerDocument.defaultView.getComputedStyle(e).opacity !== '0';
-const el = els.find(shown) || null;
+const el = (arguments[3] === 'present' ? els[0] : els.find(shown)) || null;
 const value = el && typeof el.value === 'string' ? el.value : '';
 const mask = arguments[2] ? docs.some((d) => anyVisible(d, arguments[2])) : false;
 const login = el ? false : docs.some((d) => anyVisible(d, arguments[1]));
-const covered = el && arguments[3] && !mask ? !hit(el) : false;
+const covered = el && arguments[3] === 'click' && !mask ? !hit(el) : false;
 return { count: els.length, el: el, value: value, mask: mask, login: login, covered: covered };"#;
+
+/// What a look waits for.
+#[derive(Clone, Copy)]
+enum Want {
+    /// The element, displayed or not.
+    Present,
+    /// The element displayed.
+    Shown,
+    /// The element displayed, and nothing else on top of it.
+    Click,
+}
+
+impl Want {
+    fn as_str(self) -> &'static str {
+        match self {
+            Want::Present => "present",
+            Want::Shown => "shown",
+            Want::Click => "click",
+        }
+    }
+}
 
 /// Whether a click on the element `arguments[0]` would reach it now: no
 /// loading mask `arguments[1]` up (here or in the top document) and
@@ -247,34 +265,6 @@ impl Pause {
     async fn wait(&mut self) {
         tokio::time::sleep(self.0).await;
         self.0 = (self.0 * 2).min(POLL);
-    }
-}
-
-/// While a step waits for an element that is not there, looks now and
-/// then for the portal's login form, so that a session that died mid-form
-/// ends the step at once rather than at its timeout.
-#[derive(Default)]
-struct LoginWatch {
-    next: Duration,
-}
-
-impl LoginWatch {
-    async fn look(&mut self, runner: &StepRunner<'_>, clock: Clock) -> Result<(), StepFailure> {
-        let waited = clock.waited();
-        if waited < self.next {
-            return Ok(());
-        }
-        self.next = waited + LOGIN_LOOK;
-        let selector = Locator::Css(&runner.profile.login.username);
-        let Ok(found) = runner.client.find_all(selector).await else {
-            return Ok(());
-        };
-        for el in found {
-            if el.is_displayed().await.unwrap_or(false) {
-                return Err(StepFailure::LoggedOut { waited });
-            }
-        }
-        Ok(())
     }
 }
 
@@ -613,7 +603,7 @@ impl<'a> StepRunner<'a> {
     /// The first displayed element matching `selector` that a click would
     /// reach: no mask up, nothing on top of it (scrolled into view).
     async fn clickable(&self, selector: &str, clock: Clock) -> Result<Element, StepFailure> {
-        self.look_for(selector, Some(&self.profile.mask), true, clock)
+        self.look_for(selector, Some(&self.profile.mask), Want::Click, clock)
             .await
             .map(|(el, _)| el)
     }
@@ -628,16 +618,17 @@ impl<'a> StepRunner<'a> {
         mask: Option<&str>,
         clock: Clock,
     ) -> Result<(Element, String), StepFailure> {
-        self.look_for(selector, mask, false, clock).await
+        self.look_for(selector, mask, Want::Shown, clock).await
     }
 
-    /// [`displayed_unmasked`](Self::displayed_unmasked), and with `hit`
-    /// also not covered by another element.
+    /// The first element matching `selector` as `want` says, once no
+    /// `mask` shows, with its value; the portal's login form seen instead
+    /// ends the wait at once.
     async fn look_for(
         &self,
         selector: &str,
         mask: Option<&str>,
-        hit: bool,
+        want: Want,
         clock: Clock,
     ) -> Result<(Element, String), StepFailure> {
         let script = format!("{VISIBLE_JS}{HIT_JS}{LOOK_JS}");
@@ -648,7 +639,12 @@ impl<'a> StepRunner<'a> {
                 .client
                 .execute(
                     &script,
-                    vec![json!(selector), json!(login), json!(mask), json!(hit)],
+                    vec![
+                        json!(selector),
+                        json!(login),
+                        json!(mask),
+                        json!(want.as_str()),
+                    ],
                 )
                 .await
                 .map_err(failure_of)?;
@@ -694,22 +690,9 @@ impl<'a> StepRunner<'a> {
 
     /// The first element matching `selector`, displayed or not.
     async fn present(&self, selector: &str, clock: Clock) -> Result<Element, StepFailure> {
-        let mut login = LoginWatch::default();
-        let mut poll = Pause::new();
-        loop {
-            match self.client.find(Locator::Css(selector)).await {
-                Ok(el) => return Ok(el),
-                Err(e) if e.is_no_such_element() => {}
-                Err(e) => return Err(failure_of(e)),
-            }
-            login.look(self, clock).await?;
-            if clock.expired() {
-                return Err(StepFailure::NotFound {
-                    waited: clock.waited(),
-                });
-            }
-            poll.wait().await;
-        }
+        self.look_for(selector, None, Want::Present, clock)
+            .await
+            .map(|(el, _)| el)
     }
 
     /// Whether a loading mask shows in this document or the top one (a
