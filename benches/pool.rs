@@ -15,6 +15,11 @@
 //!   drop on) and the profile as it is (150 ms pause between fields at
 //!   login).
 //!
+//! The four runs are repeated `FORMWRIGHT_BENCH_ROUNDS` times (default 3),
+//! interleaved (fresh/1, pooled/1, fresh/3, pooled/3, then again), so a
+//! drift in the shared machine's speed hits both strategies alike; each
+//! figure is the median over the rounds (peak memory: the highest), and
+//! the ratios are of those medians, with each round's own ratio beside.
 //! `FORMWRIGHT_BENCH_RUNS=pooled/1,fresh/3` picks some of the four runs;
 //! `FORMWRIGHT_BENCH_STEPS=1` prints each run's time per step to stderr.
 //!
@@ -34,7 +39,9 @@
 //! - peak memory of the daemon (RSS of this process: engine and simulated
 //!   portal) and of all browsers together (the PSS of every process
 //!   chromedriver started, summed, so pages Chromium's processes share are
-//!   counted once; chromedriver itself not counted), sampled every 250 ms.
+//!   counted once; chromedriver itself not counted), sampled every 2 s
+//!   (reading the PSS of some 50 Chromium processes costs the kernel about
+//!   0.1 CPU-second, which would slow the runs it measures if done often).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -113,6 +120,11 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("FORMWRIGHT_BENCH_REALISTIC").is_ok_and(|v| v == "1") {
         pacings.push(Pacing::Realistic);
     }
+    let rounds: usize = std::env::var("FORMWRIGHT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -120,25 +132,34 @@ fn main() -> anyhow::Result<()> {
 
     let mut tables = Vec::new();
     for pacing in pacings {
-        let mut runs = Vec::new();
-        for parallel in [1, 3] {
-            for strategy in [CloneStrategy::Fresh, CloneStrategy::Pooled] {
-                if !wanted(strategy, parallel) {
-                    continue;
+        let mut by_config: Vec<Vec<Run>> = Vec::new();
+        for round in 1..=rounds {
+            let mut i = 0;
+            for parallel in [1, 3] {
+                for strategy in [CloneStrategy::Fresh, CloneStrategy::Pooled] {
+                    if !wanted(strategy, parallel) {
+                        continue;
+                    }
+                    eprintln!(
+                        "round {round}/{rounds}: {jobs} jobs, {strategy}, {parallel} at a time ..."
+                    );
+                    let run = runtime.block_on(run(strategy, parallel, jobs, pacing))?;
+                    eprintln!(
+                        "  {:.1} jobs/min, median {:.1} s, overhead {:.0} ms",
+                        run.jobs_per_min, run.median_s, run.overhead_ms
+                    );
+                    if by_config.len() <= i {
+                        by_config.push(Vec::new());
+                    }
+                    by_config[i].push(run);
+                    i += 1;
                 }
-                eprintln!("running {jobs} jobs, {strategy}, {parallel} at a time ...");
-                let run = runtime.block_on(run(strategy, parallel, jobs, pacing))?;
-                eprintln!(
-                    "  {:.1} jobs/min, median {:.1} s, overhead {:.0} ms",
-                    run.jobs_per_min, run.median_s, run.overhead_ms
-                );
-                runs.push(run);
             }
         }
-        tables.push((pacing, runs));
+        tables.push((pacing, by_config));
     }
-    for (pacing, runs) in &tables {
-        print(runs, jobs, *pacing);
+    for (pacing, by_config) in &tables {
+        print(by_config, jobs, *pacing);
     }
     Ok(())
 }
@@ -156,6 +177,13 @@ async fn run(
     options.clone_strategy = strategy;
     options.heartbeat = None;
     options.warm_before_intake = true;
+    options.webdriver_url = std::env::var("FORMWRIGHT_BENCH_WEBDRIVER").ok();
+    if let Some(spare) = std::env::var("FORMWRIGHT_BENCH_SPARE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        options.pool_spare = spare;
+    }
     if pacing == Pacing::NoDelays {
         options.faults = FaultPatch {
             no_delays: Some(true),
@@ -243,9 +271,51 @@ fn active_time(report: &Report) -> Duration {
     Duration::from_millis((last - first).max(0).unsigned_abs())
 }
 
-fn print(runs: &[Run], jobs: usize, pacing: Pacing) {
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One configuration's rounds as one row: each figure the median over the
+/// rounds, peak memory the highest, the browsers of the last round.
+fn summary(rounds: &[Run]) -> Run {
+    let mid = |f: fn(&Run) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+    let top = |f: fn(&Run) -> f64| rounds.iter().map(f).fold(0.0, f64::max);
+    let last = &rounds[rounds.len() - 1];
+    Run {
+        strategy: last.strategy,
+        parallel: last.parallel,
+        completed: rounds.iter().map(|r| r.completed).min().unwrap_or(0),
+        jobs: last.jobs,
+        jobs_per_min: mid(|r| r.jobs_per_min),
+        median_s: mid(|r| r.median_s),
+        p95_s: mid(|r| r.p95_s),
+        overhead_ms: mid(|r| r.overhead_ms),
+        overhead_p95_ms: mid(|r| r.overhead_p95_ms),
+        clone_ms: mid(|r| r.clone_ms),
+        navigate_ms: mid(|r| r.navigate_ms),
+        check_ms: mid(|r| r.check_ms),
+        portal_ms_per_job: mid(|r| r.portal_ms_per_job),
+        daemon_peak_mb: top(|r| r.daemon_peak_mb),
+        browsers_peak_mb: top(|r| r.browsers_peak_mb),
+        browsers_started: last.browsers_started.clone(),
+    }
+}
+
+fn print(by_config: &[Vec<Run>], jobs: usize, pacing: Pacing) {
+    let runs: Vec<Run> = by_config.iter().map(|r| summary(r)).collect();
+    let rounds = by_config.iter().map(Vec::len).max().unwrap_or(0);
     println!();
-    println!("clone strategies: {jobs} example jobs per run, release build");
+    println!(
+        "clone strategies: {jobs} example jobs per run, {rounds} rounds (figures: median over \
+         the rounds), release build"
+    );
     println!("measured on the {}", pacing.describe());
     println!(
         "timed after warm-up: each run takes its jobs only once the master is logged in and \
@@ -268,7 +338,7 @@ fn print(runs: &[Run], jobs: usize, pacing: Pacing) {
         "browsers MB",
         "browsers",
     );
-    for r in runs {
+    for r in &runs {
         println!(
             "{:<8} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>12.0} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>10.1} {:>10.0} {:>11.0} {:>14}",
             r.strategy.as_str(),
@@ -294,12 +364,28 @@ fn print(runs: &[Run], jobs: usize, pacing: Pacing) {
         .iter()
         .map(|r| ((r.parallel, r.strategy.as_str()), r))
         .collect();
+    let rounds_of: HashMap<(usize, &str), &Vec<Run>> = by_config
+        .iter()
+        .filter_map(|r| r.last().map(|l| ((l.parallel, l.strategy.as_str()), r)))
+        .collect();
     for parallel in [1, 3] {
         if let (Some(f), Some(p)) = (by.get(&(parallel, "fresh")), by.get(&(parallel, "pooled"))) {
+            let each: Vec<String> = match (
+                rounds_of.get(&(parallel, "fresh")),
+                rounds_of.get(&(parallel, "pooled")),
+            ) {
+                (Some(f), Some(p)) => f
+                    .iter()
+                    .zip(p.iter())
+                    .map(|(f, p)| format!("{:.2}x", p.jobs_per_min / f.jobs_per_min.max(0.001)))
+                    .collect(),
+                _ => Vec::new(),
+            };
             println!(
-                "pooled vs fresh at {parallel} parallel: {:.2}x jobs/min, median {:.2}x, \
-                 overhead {:.0} -> {:.0} ms per job (median)",
+                "pooled vs fresh at {parallel} parallel: {:.2}x jobs/min (rounds: {}), median \
+                 {:.2}x, overhead {:.0} -> {:.0} ms per job (median)",
                 p.jobs_per_min / f.jobs_per_min.max(0.001),
+                each.join(", "),
                 p.median_s / f.median_s.max(0.001),
                 f.overhead_ms,
                 p.overhead_ms,
@@ -307,14 +393,22 @@ fn print(runs: &[Run], jobs: usize, pacing: Pacing) {
         }
     }
     if pacing == Pacing::NoDelays {
+        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        let overheads: Vec<String> = [1, 3]
+            .iter()
+            .filter_map(|n| by.get(&(*n, "pooled")).map(|p| (n, p.overhead_ms)))
+            .map(|(n, ms)| format!("{ms:.0} ms at {n} parallel, {}", verdict(ms <= 150.0)))
+            .collect();
+        if !overheads.is_empty() {
+            println!(
+                "target: pooled overhead <= 150 ms per job: {}",
+                overheads.join("; ")
+            );
+        }
         if let (Some(f), Some(p)) = (by.get(&(3, "fresh")), by.get(&(3, "pooled"))) {
             let speedup = p.jobs_per_min / f.jobs_per_min.max(0.001);
-            let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
             println!(
-                "target at 3 parallel: pooled overhead <= 150 ms per job: {:.0} ms, {}; \
-                 pooled >= 2x fresh jobs/min: {speedup:.2}x, {}",
-                p.overhead_ms,
-                verdict(p.overhead_ms <= 150.0),
+                "target: pooled >= 2x fresh jobs/min at 3 parallel: {speedup:.2}x, {}",
                 verdict(speedup >= 2.0),
             );
         }
@@ -355,7 +449,7 @@ impl Peaks {
                         let sum: u64 = descendants(driver).into_iter().map(pss_kib).sum();
                         browsers.fetch_max(sum, Ordering::SeqCst);
                     }
-                    std::thread::sleep(Duration::from_millis(250));
+                    std::thread::sleep(Duration::from_secs(2));
                 }
             })
         };

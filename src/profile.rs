@@ -76,6 +76,10 @@ pub struct Profile {
     /// default of `wait_mask`).
     #[serde(default = "default_mask")]
     pub mask: String,
+    /// How `type` and `typeahead` steps enter text, unless a step says
+    /// otherwise.
+    #[serde(default)]
+    pub typing: Typing,
     /// How to log in.
     pub login: LoginConfig,
     /// How to tell a live session from an expired one.
@@ -440,6 +444,21 @@ impl fmt::Display for Action {
     }
 }
 
+/// How a `type` or `typeahead` step enters its text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Typing {
+    /// Key by key, as a person types: each character's keydown, keypress,
+    /// input and keyup. For fields whose page scripts watch keys.
+    #[default]
+    Keys,
+    /// The whole text at once, as a paste or an input method enters it:
+    /// trusted `beforeinput` and `input` events, no key events. Several
+    /// times cheaper for the browser than keys; for fields whose scripts
+    /// watch `input` or `change` (or nothing).
+    Insert,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StepKey {
     Selector,
@@ -487,6 +506,10 @@ pub struct Step {
     /// `read`: the output name.
     #[serde(default)]
     pub into: Option<String>,
+    /// `type`, `typeahead`: how the text is entered; the profile's
+    /// `typing` when absent.
+    #[serde(default)]
+    pub typing: Option<Typing>,
     /// A missing element skips the step instead of failing it.
     #[serde(default)]
     pub optional: bool,
@@ -707,6 +730,12 @@ impl Profile {
                 }
             }
 
+            if step.typing.is_some() && !matches!(step.action, Action::Type | Action::Typeahead) {
+                out.push(format!(
+                    "{at}.typing: does not apply to action {}",
+                    step.action
+                ));
+            }
             let (required, optional) = step.action.keys();
             for key in required {
                 if step.key(*key).is_none() {

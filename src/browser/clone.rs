@@ -225,6 +225,9 @@ pub struct JobBrowser {
     /// Every step run since the last [`take_timings`](Self::take_timings),
     /// failed ones included.
     timings: Vec<StepTiming>,
+    /// Pooled: held from the pool's handing it out to the end of the
+    /// session check, while the pool defers its wipes.
+    pub(super) opening: Option<super::pool::OpeningGuard>,
 }
 
 impl JobBrowser {
@@ -296,6 +299,7 @@ impl JobBrowser {
             wiped: false,
             checked_url: None,
             timings: Vec::new(),
+            opening: None,
         };
         let added = match master.cookies().await {
             Ok(cookies) => job.add_cookies(cookies).await,
@@ -381,6 +385,7 @@ impl JobBrowser {
             wiped: true,
             checked_url: None,
             timings: Vec::new(),
+            opening: None,
         })
     }
 
@@ -656,7 +661,9 @@ impl JobBrowser {
     /// whether this copy is logged in.
     pub async fn check_session(&mut self) -> Result<SessionCheck, BrowserError> {
         let check =
-            session::check_session(self.session.client()?, &self.profile, &self.base_url).await?;
+            session::check_session(self.session.client()?, &self.profile, &self.base_url).await;
+        self.opening = None;
+        let check = check?;
         debug!(?check, "clone session checked");
         self.checked_url = match check {
             SessionCheck::Valid { .. } => {

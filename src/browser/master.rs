@@ -343,20 +343,26 @@ impl Master {
         Ok(self.check_session().await?.is_valid())
     }
 
-    /// The master's current cookies for the portal (WebDriver reads the
-    /// current page's, so the master is first brought back to the portal's
-    /// origin if it wandered off).
+    /// The master's current cookies for the portal's host: through
+    /// DevTools, else over WebDriver, which reads the current page's, so the
+    /// master is first brought back to the portal's origin if it wandered
+    /// off.
     pub async fn cookies(&self) -> Result<Vec<BrowserCookie>, BrowserError> {
-        let client = self.client()?;
-        let here = client
-            .current_url()
-            .await
-            .map_err(|e| BrowserError::cmd("reading the master's URL", e))?;
         let portal = url::Url::parse(&self.base_url).map_err(|e| BrowserError::BadUrl {
             base: self.base_url.clone(),
             path: String::new(),
             message: e.to_string(),
         })?;
+        if let Some(host) = portal.host_str() {
+            if let Some(cookies) = self.session.cookies_for_host(host).await {
+                return Ok(cookies);
+            }
+        }
+        let client = self.client()?;
+        let here = client
+            .current_url()
+            .await
+            .map_err(|e| BrowserError::cmd("reading the master's URL", e))?;
         if here.origin() != portal.origin() {
             let dashboard = join_url(&self.base_url, &self.profile.dashboard.url)?;
             client

@@ -26,7 +26,9 @@
 //! console messages) is gone before the next begins, or the browser is.
 //! The wipe runs after an attempt, not before the next one, and the spare
 //! means a worker that returns a browser takes another, already wiped,
-//! rather than waiting for its own.
+//! rather than waiting for its own. A wipe waits (up to a second) while
+//! any attempt is opening the portal, so it does not slow the page load
+//! an attempt waits on.
 //!
 //! Browsers lost some other way (a panicking attempt drops its browser,
 //! which kills it) are made up for by the next attempt starting one
@@ -53,6 +55,10 @@ const PARK_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long shutdown waits for a browser that is still starting.
 const START_WAIT: Duration = Duration::from_secs(20);
+
+/// How long the wipe of a returned browser waits for attempts that are
+/// opening the portal to finish doing so.
+const WIPE_DEFER: Duration = Duration::from_secs(1);
 
 /// How each attempt gets its browser.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -123,6 +129,56 @@ pub struct PoolStats {
 /// its task has finished.
 type Slot = JoinHandle<Result<JobBrowser, BrowserError>>;
 
+/// The attempts opening the portal: from getting a pooled browser to the
+/// end of their session check. Their page loads decide how soon they
+/// start filling, so the wipes of returned browsers (which only have to
+/// be done before those browsers are next taken) wait for none to be
+/// open, at most [`WIPE_DEFER`]: on a busy machine the two compete for
+/// the same cores.
+#[derive(Debug, Default)]
+struct Opening {
+    count: AtomicUsize,
+    none: tokio::sync::Notify,
+}
+
+impl Opening {
+    /// Waits until no attempt is opening the portal, or `within`.
+    async fn wait_none(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let none = self.none.notified();
+            tokio::pin!(none);
+            none.as_mut().enable();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, none).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Held by an attempt while it opens the portal (see [`Opening`]); the
+/// browser drops it when its session check ends, or with itself.
+#[derive(Debug)]
+pub(crate) struct OpeningGuard(Arc<Opening>);
+
+impl OpeningGuard {
+    fn new(opening: &Arc<Opening>) -> OpeningGuard {
+        opening.count.fetch_add(1, Ordering::SeqCst);
+        OpeningGuard(Arc::clone(opening))
+    }
+}
+
+impl Drop for OpeningGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.none.notify_waiters();
+        }
+    }
+}
+
 /// The warm browsers. See the module docs.
 pub struct Pool {
     driver: Arc<RwLock<Option<Driver>>>,
@@ -141,6 +197,7 @@ pub struct Pool {
     started: AtomicUsize,
     replaced: AtomicUsize,
     reused: AtomicUsize,
+    opening: Arc<Opening>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -178,6 +235,7 @@ impl Pool {
             started: AtomicUsize::new(0),
             replaced: AtomicUsize::new(0),
             reused: AtomicUsize::new(0),
+            opening: Arc::new(Opening::default()),
         })
     }
 
@@ -283,6 +341,7 @@ impl Pool {
                         if reused {
                             self.reused.fetch_add(1, Ordering::SeqCst);
                         }
+                        browser.opening = Some(OpeningGuard::new(&self.opening));
                         return Ok(browser);
                     }
                     Err(e) => {
@@ -294,7 +353,10 @@ impl Pool {
         }
         let mut browser = self.start(driver, &user_agent).await?;
         match browser.reset_from(cookies).await {
-            Ok(()) => Ok(browser),
+            Ok(()) => {
+                browser.opening = Some(OpeningGuard::new(&self.opening));
+                Ok(browser)
+            }
             Err(e) => {
                 let _ = browser.close().await;
                 Err(e)
@@ -362,6 +424,8 @@ impl Pool {
     fn spawn_park(self: &Arc<Self>, mut browser: JobBrowser) -> Slot {
         let pool = Arc::clone(self);
         tokio::spawn(async move {
+            browser.opening = None;
+            pool.opening.wait_none(WIPE_DEFER).await;
             let why = match tokio::time::timeout(PARK_TIMEOUT, browser.park()).await {
                 Ok(Ok(())) => return Ok(browser),
                 Ok(Err(e)) => format!("its wipe or health check failed: {e}"),

@@ -176,6 +176,38 @@ impl Session {
         })
     }
 
+    /// Every cookie the browser holds for `host` (of any path), whatever
+    /// page it has open, read through DevTools (`Storage.getCookies`): one
+    /// cheap command instead of WebDriver's, which reads only the current
+    /// page's. `None` when the driver has no DevTools or the answer is not
+    /// the expected one.
+    pub(crate) async fn cookies_for_host(&self, host: &str) -> Option<Vec<BrowserCookie>> {
+        let answer = match self.cdp("Storage.getCookies", json!({})).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                debug!(error = %e, "cookies not read through DevTools");
+                return None;
+            }
+        };
+        let host = host.to_ascii_lowercase();
+        let for_host = |c: &&Json| {
+            let domain = c["domain"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            match domain.strip_prefix('.') {
+                Some(parent) => host == parent || host.ends_with(&format!(".{parent}")),
+                None => host == domain,
+            }
+        };
+        answer["cookies"]
+            .as_array()?
+            .iter()
+            .filter(for_host)
+            .map(BrowserCookie::from_devtools)
+            .collect()
+    }
+
     /// Adds one cookie to the current page's origin.
     pub(crate) async fn add_cookie(&self, cookie: &BrowserCookie) -> Result<(), CmdError> {
         self.raw(
@@ -315,6 +347,29 @@ pub struct BrowserCookie {
     /// SameSite (`Strict`, `Lax`, `None`).
     #[serde(default, rename = "sameSite", skip_serializing_if = "Option::is_none")]
     pub same_site: Option<String>,
+}
+
+impl BrowserCookie {
+    /// A cookie as DevTools describes it (`Network.Cookie`): expiry in
+    /// fractional seconds, or a session cookie (`session`, or `expires` -1).
+    fn from_devtools(c: &Json) -> Option<BrowserCookie> {
+        let text = |key: &str| c[key].as_str().map(str::to_string);
+        let session = c["session"].as_bool().unwrap_or(false);
+        let expiry = c["expires"]
+            .as_f64()
+            .filter(|e| !session && *e > 0.0)
+            .map(|e| e as u64);
+        Some(BrowserCookie {
+            name: text("name")?,
+            value: text("value")?,
+            path: text("path"),
+            domain: text("domain"),
+            secure: c["secure"].as_bool(),
+            http_only: c["httpOnly"].as_bool(),
+            expiry,
+            same_site: text("sameSite"),
+        })
+    }
 }
 
 impl std::fmt::Debug for BrowserCookie {

@@ -32,7 +32,7 @@ use tracing::debug;
 
 use super::session::{script_element, Session, VISIBLE_JS};
 use super::{cmd_is_gone, join_url};
-use crate::profile::{self, Action, FieldValues, Phase, Profile, Step};
+use crate::profile::{self, Action, FieldValues, Phase, Profile, Step, Typing};
 
 /// The longest pause before a step re-checks its condition.
 const POLL: Duration = Duration::from_millis(100);
@@ -558,11 +558,14 @@ impl<'a> StepRunner<'a> {
             }
             Action::Click => self.click(r.selector(), clock).await,
             Action::Hover => self.hover(r.selector(), clock).await,
-            Action::Type => self.type_text(r.selector(), r.value(), clock).await,
+            Action::Type => {
+                self.type_text(r.selector(), r.value(), self.typing(step), clock)
+                    .await
+            }
             Action::SetDate => self.set_date(r.selector(), r.value(), clock).await,
             Action::Check => self.check(r, clock).await,
             Action::KendoSelect => self.kendo_select(r, clock).await,
-            Action::Typeahead => self.typeahead(r, clock).await,
+            Action::Typeahead => self.typeahead(r, self.typing(step), clock).await,
             Action::Select => self.select(r, clock).await,
             Action::EnterFrame => {
                 let frame = self.displayed(r.selector(), clock).await?;
@@ -578,6 +581,11 @@ impl<'a> StepRunner<'a> {
             }
             Action::ExpectText => self.expect_text(r, clock).await,
         }
+    }
+
+    /// How `step` enters text: its own `typing`, else the profile's.
+    fn typing(&self, step: &Step) -> Typing {
+        step.typing.unwrap_or(self.profile.typing)
     }
 
     async fn goto(&self, path: &str, clock: Clock) -> Result<(), StepFailure> {
@@ -805,26 +813,35 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
         self.client.perform_actions(pointer).await
     }
 
-    /// Types `text` into `el`, focused by [`ready_to_type`]
-    /// (Self::ready_to_type), as key presses: one WebDriver command for the
-    /// whole text. When the field has lost its focus meanwhile (a page
-    /// script moved it), or the text goes beyond printable ASCII, WebDriver's
-    /// element typing does it instead, which focuses the field itself and
-    /// handles any character.
-    async fn type_keys(&self, el: &Element, text: &str) -> Result<(), CmdError> {
-        let printable = text.chars().all(|c| c.is_ascii_graphic() || c == ' ');
-        let el_json = serde_json::to_value(el).map_err(CmdError::Json)?;
-        let focused = printable
-            && self
-                .client
-                .execute(
-                    "return document.activeElement === arguments[0];",
-                    vec![el_json],
-                )
-                .await?
-                .as_bool()
-                .unwrap_or(false);
+    /// Enters `text` into `el`, which [`ready_to_type`](Self::ready_to_type)
+    /// has found `focused` or not, as `typing` says, in one command: key
+    /// presses (WebDriver actions), or the whole text inserted (DevTools
+    /// `Input.insertText`, falling back to key presses where the driver has
+    /// no DevTools). When the field has lost its focus (a page script moved
+    /// it), or key presses would have to carry text beyond printable ASCII,
+    /// WebDriver's element typing does it instead, which focuses the field
+    /// itself and handles any character.
+    async fn enter_text(
+        &self,
+        el: &Element,
+        text: &str,
+        focused: bool,
+        typing: Typing,
+    ) -> Result<(), CmdError> {
         if !focused {
+            return el.send_keys(text).await;
+        }
+        if typing == Typing::Insert {
+            match self
+                .session
+                .cdp("Input.insertText", json!({ "text": text }))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => debug!("text not inserted through DevTools, typing it: {e}"),
+            }
+        }
+        if !text.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
             return el.send_keys(text).await;
         }
         let keys = text
@@ -854,17 +871,22 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
     }
 
     /// Clear, focus, pause, type; checks the field kept what was typed (the
-    /// portal drops keys typed too soon) and types once more if not.
+    /// portal drops keys typed too soon) and types once more, key by key,
+    /// if not.
     async fn type_text(
         &self,
         selector: &str,
         value: &str,
+        typing: Typing,
         clock: Clock,
     ) -> Result<(), StepFailure> {
         let (el, mut held) = self.displayed_unmasked(selector, None, clock).await?;
         for round in 0..2 {
-            self.ready_to_type(&el, &held, round > 0).await?;
-            self.type_keys(&el, value).await.map_err(failure_of)?;
+            let focused = self.ready_to_type(&el, &held, round > 0).await?;
+            let typing = if round == 0 { typing } else { Typing::Keys };
+            self.enter_text(&el, value, focused, typing)
+                .await
+                .map_err(failure_of)?;
             held = el
                 .prop("value")
                 .await
@@ -886,20 +908,33 @@ return docs.some((d) => anyVisible(d, arguments[0]));"#
     /// Readies a field for typing: clears it unless it is empty (`held`)
     /// and `again` is false, focuses it, and pauses the profile's
     /// `type_pause_ms` (the portal drops keys that arrive right after a
-    /// field gains focus).
+    /// field gains focus). Returns whether the field has the focus after
+    /// the pause.
     async fn ready_to_type(
         &self,
         el: &Element,
         held: &str,
         again: bool,
-    ) -> Result<(), StepFailure> {
+    ) -> Result<bool, StepFailure> {
+        const FOCUS_JS: &str = "if (arguments[1]) { arguments[0].focus(); } \
+                                return document.activeElement === arguments[0];";
         let pause = Duration::from_millis(self.profile.login.type_pause_ms);
         if again || !held.is_empty() {
             el.clear().await.map_err(failure_of)?;
         }
-        focus(self.client, el).await.map_err(failure_of)?;
-        tokio::time::sleep(pause).await;
-        Ok(())
+        let el_json = serde_json::to_value(el).map_err(|e| StepFailure::WebDriver {
+            message: e.to_string(),
+        })?;
+        let focus = |now: bool| {
+            self.client
+                .execute(FOCUS_JS, vec![el_json.clone(), json!(now)])
+        };
+        let mut focused = focus(true).await.map_err(failure_of)?;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+            focused = focus(false).await.map_err(failure_of)?;
+        }
+        Ok(focused.as_bool().unwrap_or(false))
     }
 
     async fn set_date(&self, selector: &str, value: &str, clock: Clock) -> Result<(), StepFailure> {
@@ -1011,7 +1046,12 @@ return { open: visible(ul), count: items.length, item: item };"#;
 
     /// Types the value, waits for a suggestion whose text equals it (or,
     /// failing that, starts with it), clicks it.
-    async fn typeahead(&self, r: &Resolved, clock: Clock) -> Result<(), StepFailure> {
+    async fn typeahead(
+        &self,
+        r: &Resolved,
+        typing: Typing,
+        clock: Clock,
+    ) -> Result<(), StepFailure> {
         const SUGGEST_JS: &str = r#"
 const want = arguments[1].trim();
 const lower = want.toLowerCase();
@@ -1023,8 +1063,8 @@ const pick = items.find((el) => text(el) === want)
   || null;
 return { count: items.length, item: pick };"#;
         let (input, held) = self.displayed_unmasked(r.selector(), None, clock).await?;
-        self.ready_to_type(&input, &held, false).await?;
-        self.type_keys(&input, r.value())
+        let focused = self.ready_to_type(&input, &held, false).await?;
+        self.enter_text(&input, r.value(), focused, typing)
             .await
             .map_err(failure_of)?;
         let list = r.list.as_deref().unwrap_or_default();
