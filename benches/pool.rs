@@ -21,7 +21,11 @@
 //! figure is the median over the rounds (peak memory: the highest), and
 //! the ratios are of those medians, with each round's own ratio beside.
 //! `FORMWRIGHT_BENCH_RUNS=pooled/1,fresh/3` picks some of the four runs;
-//! `FORMWRIGHT_BENCH_STEPS=1` prints each run's time per step to stderr.
+//! `FORMWRIGHT_BENCH_STEPS=1` prints each run's time per step to stderr;
+//! `FORMWRIGHT_BENCH_TYPING=keys` types the form key by key (the simulated
+//! portal's profile inserts text whole); `FORMWRIGHT_BENCH_SPARE=N` sets
+//! the pool's spare browsers; `FORMWRIGHT_BENCH_WEBDRIVER=URL` drives a
+//! chromedriver or Grid already running instead of starting one.
 //!
 //! Each run takes its jobs only once the master is logged in and, for
 //! `pooled`, every warm browser has started, so no timed attempt waits
@@ -35,7 +39,12 @@
 //!   logged in on the dashboard (`clone` + `navigate` + `check`: all an
 //!   attempt does before its first form step). It includes the portal
 //!   answering those few pages; `portal ms` is the time the simulated
-//!   portal spent answering all of a job's requests, measured server-side;
+//!   portal spent answering all of a job's requests, measured server-side.
+//!   A pooled browser preloads the dashboard while parked, so its attempt
+//!   only confirms it (`navigate` is then the portal's answer to that);
+//!   the wipe and preload medians are printed beside (`wipe`, `prel`):
+//!   no attempt waits for them, but they take machine time, which
+//!   jobs/min counts;
 //! - peak memory of the daemon (RSS of this process: engine and simulated
 //!   portal) and of all browsers together (the PSS of every process
 //!   chromedriver started, summed, so pages Chromium's processes share are
@@ -53,7 +62,7 @@ use formwright::browser::CloneStrategy;
 use formwright::journal::JobEvent;
 use formwright::portal_sim::FaultPatch;
 use formwright::rig::{Report, Rig, RigOptions};
-use formwright::timing::{quantile, CHECK, CLONE, NAVIGATE, READY};
+use formwright::timing::{quantile, CHECK, CLONE, NAVIGATE, PRELOAD, READY, WIPE};
 
 /// How the simulated portal paces a job.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -97,6 +106,10 @@ struct Run {
     clone_ms: f64,
     navigate_ms: f64,
     check_ms: f64,
+    /// Pooled: the background wipe of a returned browser and preload of
+    /// the dashboard, medians (no attempt waits for them).
+    wipe_ms: f64,
+    preload_ms: f64,
     /// The portal's answering time per job (all its requests).
     portal_ms_per_job: f64,
     daemon_peak_mb: f64,
@@ -178,6 +191,9 @@ async fn run(
     options.heartbeat = None;
     options.warm_before_intake = true;
     options.webdriver_url = std::env::var("FORMWRIGHT_BENCH_WEBDRIVER").ok();
+    if std::env::var("FORMWRIGHT_BENCH_TYPING").is_ok_and(|v| v == "keys") {
+        options.profile.typing = formwright::profile::Typing::Keys;
+    }
     if let Some(spare) = std::env::var("FORMWRIGHT_BENCH_SPARE")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -234,11 +250,16 @@ async fn run(
         clone_ms: median_ms(CLONE),
         navigate_ms: median_ms(NAVIGATE),
         check_ms: median_ms(CHECK),
+        wipe_ms: median_ms(WIPE),
+        preload_ms: median_ms(PRELOAD),
         portal_ms_per_job,
         daemon_peak_mb: daemon_peak as f64 / 1024.0,
         browsers_peak_mb: browsers_peak as f64 / 1024.0,
         browsers_started: match report.pool {
-            Some(p) => format!("{} ({} reused)", p.started, p.reused),
+            Some(p) => format!(
+                "{} ({} reused, {} preloaded)",
+                p.started, p.reused, p.preloaded
+            ),
             None => attempts.to_string(),
         },
     })
@@ -301,6 +322,8 @@ fn summary(rounds: &[Run]) -> Run {
         clone_ms: mid(|r| r.clone_ms),
         navigate_ms: mid(|r| r.navigate_ms),
         check_ms: mid(|r| r.check_ms),
+        wipe_ms: mid(|r| r.wipe_ms),
+        preload_ms: mid(|r| r.preload_ms),
         portal_ms_per_job: mid(|r| r.portal_ms_per_job),
         daemon_peak_mb: top(|r| r.daemon_peak_mb),
         browsers_peak_mb: top(|r| r.browsers_peak_mb),
@@ -322,7 +345,7 @@ fn print(by_config: &[Vec<Run>], jobs: usize, pacing: Pacing) {
          (pooled) its warm browsers have started"
     );
     println!(
-        "{:<8} {:>8} {:>9} {:>9} {:>9} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10} {:>10} {:>11} {:>14}",
+        "{:<8} {:>8} {:>9} {:>9} {:>9} {:>12} {:>12} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10} {:>11} {:>14}",
         "strategy",
         "parallel",
         "jobs/min",
@@ -333,6 +356,8 @@ fn print(by_config: &[Vec<Run>], jobs: usize, pacing: Pacing) {
         "clone ms",
         "navig ms",
         "check ms",
+        "wipe ms",
+        "prel ms",
         "portal ms",
         "daemon MB",
         "browsers MB",
@@ -340,7 +365,7 @@ fn print(by_config: &[Vec<Run>], jobs: usize, pacing: Pacing) {
     );
     for r in &runs {
         println!(
-            "{:<8} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>12.0} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>10.1} {:>10.0} {:>11.0} {:>14}",
+            "{:<8} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>12.0} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>8.0} {:>8.0} {:>10.1} {:>10.0} {:>11.0} {:>14}",
             r.strategy.as_str(),
             r.parallel,
             r.jobs_per_min,
@@ -351,6 +376,8 @@ fn print(by_config: &[Vec<Run>], jobs: usize, pacing: Pacing) {
             r.clone_ms,
             r.navigate_ms,
             r.check_ms,
+            r.wipe_ms,
+            r.preload_ms,
             r.portal_ms_per_job,
             r.daemon_peak_mb,
             r.browsers_peak_mb,
@@ -416,10 +443,15 @@ fn print(by_config: &[Vec<Run>], jobs: usize, pacing: Pacing) {
     println!(
         "overhead: the `ready` span per attempt, median and p95 (start of the attempt to its \
          copy of the login found logged in on the dashboard: clone + navigate + check, all \
-         before the first form step); it includes the portal answering those pages, less than \
-         `portal ms`, the portal's server-side time for all of a job's requests. clone, navig, \
-         check: medians. MB: peak memory (daemon: RSS; browsers: PSS of every Chromium \
-         process, summed). browsers: started (pooled: and reuses)"
+         before the first form step; for a pooled browser that preloaded the dashboard while \
+         parked, navigate is the portal confirming the session and no page is loaded); it \
+         includes the portal answering those pages, less than `portal ms`, the portal's \
+         server-side time for all of a job's requests. clone, navig, check: medians. wipe, \
+         prel: pooled, medians of the background wipe after an attempt and preload of the \
+         dashboard while parked, which no attempt waits for but which share the machine \
+         (their cost is in jobs/min). MB: peak memory (daemon: RSS; browsers: PSS of every \
+         Chromium process, summed). browsers: started (pooled: reuses, and attempts that \
+         found their browser preloaded)"
     );
 }
 

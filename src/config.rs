@@ -97,6 +97,10 @@ pub struct EngineSection {
     /// Warm browsers kept beyond one per worker (`pooled`), so a worker
     /// never waits for the wipe of the browser it has just returned.
     pub pool_spare: u32,
+    /// Seconds a dashboard a parked pooled browser has preloaded (logged
+    /// in with the master's cookies) may serve an attempt as it is; 0:
+    /// parked browsers wait on a blank page.
+    pub pool_preload_max_age_s: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -167,6 +171,7 @@ impl Default for EngineSection {
             clone_strategy: CloneStrategy::Pooled,
             pool_recycle_after: 50,
             pool_spare: 1,
+            pool_preload_max_age_s: crate::browser::pool::DEFAULT_PRELOAD_MAX_AGE.as_secs(),
         }
     }
 }
@@ -350,6 +355,7 @@ impl DaemonConfig {
             pool_size: self.engine.workers as usize,
             recycle_after: self.engine.pool_recycle_after,
             spare: self.engine.pool_spare as usize,
+            preload_max_age: Duration::from_secs(self.engine.pool_preload_max_age_s),
         }
     }
 

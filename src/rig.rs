@@ -110,6 +110,9 @@ pub struct RigOptions {
     pub pool_recycle_after: u32,
     /// Pooled browsers kept beyond one per worker.
     pub pool_spare: usize,
+    /// How long a dashboard a parked browser preloaded serves an attempt
+    /// as it is; zero turns preloading off.
+    pub pool_preload_max_age: Duration,
     /// Takes the jobs only once the master is logged in and the warm
     /// browsers (`pooled`) have started, so no attempt waits for start-up;
     /// by default they are taken at once.
@@ -140,6 +143,7 @@ impl RigOptions {
             clone_strategy: CloneStrategy::default(),
             pool_recycle_after: CloneSettings::default().recycle_after,
             pool_spare: CloneSettings::default().spare,
+            pool_preload_max_age: CloneSettings::default().preload_max_age,
             warm_before_intake: false,
         })
     }
@@ -312,6 +316,7 @@ impl Rig {
             clone_strategy,
             pool_recycle_after,
             pool_spare,
+            pool_preload_max_age,
             warm_before_intake,
         } = options;
         for (id, doc) in &jobs {
@@ -356,6 +361,7 @@ impl Rig {
                 pool_size: workers.max(1),
                 recycle_after: pool_recycle_after,
                 spare: pool_spare,
+                preload_max_age: pool_preload_max_age,
             },
         })
         .map_err(RigError::Captcha)?;

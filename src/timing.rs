@@ -9,13 +9,18 @@
 //! clone      a browser carrying a fresh copy of the master's login: a new
 //!            Chromium on a profile copy (fresh), or a warm pooled one
 //!            wiped and given the cookies (pooled)
-//! navigate   the dashboard page loading
+//! navigate   the dashboard page loading (for a pooled browser that
+//!            preloaded it while parked: the portal answering the request
+//!            that confirms it)
 //! check      deciding that the copy is logged in
 //! ready      the three above together: the attempt's browser overhead,
 //!            from its start to a logged-in dashboard
 //! <step>     each form step of the profile by its name, the submit step
 //!            (the save) and the post-submit reads included
 //! ```
+//!
+//! and, in the background (phase `pool`), a pooled browser's `wipe` after
+//! its attempt and its `preload` of the dashboard while parked.
 //!
 //! Unlike the other metrics these are not in the journal: they describe
 //! this process since it started, and a restart begins them afresh.
@@ -38,6 +43,14 @@ pub const CHECK: &str = "check";
 pub const READY: &str = "ready";
 /// The phase label of the four spans above.
 pub const OPEN_PHASE: &str = "open";
+/// The background span of wiping a pooled browser its attempt returned.
+pub const WIPE: &str = "wipe";
+/// The background span of a parked pooled browser preloading the
+/// dashboard with the master's login.
+pub const PRELOAD: &str = "preload";
+/// The phase label of the pool's background spans, which no attempt waits
+/// for (they take machine time all the same).
+pub const POOL_PHASE: &str = "pool";
 
 /// Samples kept per step for the quantiles; older ones are dropped.
 const RECENT: usize = 4096;

@@ -14,10 +14,10 @@ use formwright::browser::portal::{LiveAttempt, LivePortal};
 use formwright::browser::{CloneStrategy, JobBrowser};
 use formwright::engine::portal::{Attempt, Portal};
 use formwright::engine::session::Health;
-use formwright::journal::JobId;
+use formwright::journal::{JobId, Level};
 use formwright::portal_sim::session::{AUTH_COOKIE, SESSION_COOKIE};
 use formwright::rig::{example_jobs, Rig, RigOptions};
-use formwright::timing::{CHECK, CLONE, NAVIGATE};
+use formwright::timing::{CHECK, CLONE, NAVIGATE, POOL_PHASE, PRELOAD, WIPE};
 use serde_json::{json, Value};
 
 /// A rig with no jobs, one worker and no spare (so one pooled browser),
@@ -28,6 +28,16 @@ async fn start(dir: &Path, recycle_after: u32) -> Rig {
 
 /// [`start`] with `spare` browsers beyond the one for the worker.
 async fn start_with_spare(dir: &Path, recycle_after: u32, spare: usize) -> Rig {
+    start_with(dir, |options| {
+        options.pool_recycle_after = recycle_after;
+        options.pool_spare = spare;
+    })
+    .await
+}
+
+/// A rig with no jobs, one worker and no spare, as `adjust` changes it,
+/// once the master has logged in.
+async fn start_with(dir: &Path, adjust: impl FnOnce(&mut RigOptions)) -> Rig {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -40,8 +50,8 @@ async fn start_with_spare(dir: &Path, recycle_after: u32, spare: usize) -> Rig {
     options.workers = 1;
     options.heartbeat = None;
     options.clone_strategy = CloneStrategy::Pooled;
-    options.pool_recycle_after = recycle_after;
-    options.pool_spare = spare;
+    options.pool_spare = 0;
+    adjust(&mut options);
     let rig = Rig::start(options).await.expect("the rig starts");
     let mut health = rig.engine().session().subscribe();
     let up = tokio::time::timeout(
@@ -98,6 +108,52 @@ async fn cookie_names(attempt: &LiveAttempt) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// When the page the attempt's browser shows was loaded, in ms since the
+/// epoch.
+async fn page_loaded_at(attempt: &LiveAttempt) -> f64 {
+    js(attempt, "return performance.timeOrigin;")
+        .await
+        .as_f64()
+        .expect("performance.timeOrigin is a number")
+}
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// Waits until parked browsers have preloaded `n` dashboards in all.
+async fn wait_for_preloads(portal: &LivePortal, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = portal.pool_stats().expect("pooled");
+        if stats.preloads >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} preloads in 30 s: {stats:?}",
+            stats.preloads
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of the login cookie `name` in the attempt's browser.
+async fn cookie_value(attempt: &LiveAttempt, name: &str) -> String {
+    browser(attempt)
+        .client()
+        .expect("open")
+        .get_named_cookie(name)
+        .await
+        .unwrap_or_else(|e| panic!("cookie {name}: {e}"))
+        .value()
+        .to_string()
 }
 
 /// What a page of the portal's origin holds that an attempt could leave
@@ -364,5 +420,117 @@ async fn the_spare_serves_while_a_returned_browser_is_wiped() {
         (2, 0, 1),
         "{stats:?}"
     );
+    finish(rig).await;
+}
+
+/// A parked browser waits on the dashboard, logged in: the next attempt
+/// takes it there and confirms the session with the portal instead of
+/// loading the page again, and still finds nothing of the attempt before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_browser_waits_logged_in_on_the_dashboard() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rig = start(dir.path(), 50).await;
+    let portal = rig.portal();
+
+    // The first browser preloads as it warms up.
+    wait_for_preloads(portal, 1).await;
+    let opened = now_ms();
+    let a1 = open(portal, 0, 1).await;
+    let first = session_id(&a1);
+    assert!(
+        page_loaded_at(&a1).await < opened,
+        "the dashboard was loaded again for the attempt"
+    );
+    let shown = js(&a1, "return !!document.querySelector('#divMainMotors');").await;
+    assert_eq!(shown, true, "the attempt starts on the dashboard");
+    js(
+        &a1,
+        "localStorage.setItem('fw-leak', 'one'); document.cookie = 'fw_leak=one; path=/';",
+    )
+    .await;
+    a1.close().await;
+
+    wait_for_preloads(portal, 2).await;
+    let opened = now_ms();
+    let a2 = open(portal, 1, 1).await;
+    assert_eq!(session_id(&a2), first, "the same pooled browser");
+    assert!(page_loaded_at(&a2).await < opened, "loaded again");
+    let seen = leftovers(&a2).await;
+    assert_eq!(seen["local"], Value::Null, "{seen}");
+    assert_eq!(seen["cookie"], false, "{seen}");
+    let stats = portal.pool_stats().expect("pooled");
+    assert_eq!((stats.preloads, stats.preloaded), (2, 2), "{stats:?}");
+    // The background work is timed, apart from the attempts' spans.
+    let times = portal.step_times();
+    let preload = times.step(PRELOAD).expect("a preload span");
+    assert_eq!((preload.count, preload.phase.as_str()), (2, POOL_PHASE));
+    let wipe = times.step(WIPE).expect("a wipe span");
+    assert_eq!((wipe.count, wipe.phase.as_str()), (1, POOL_PHASE));
+    a2.close().await;
+    finish(rig).await;
+}
+
+/// A preloaded dashboard is not used when the master has logged in again
+/// since (the browser is wiped and given the new login), when the portal
+/// no longer knows its session (the check says expired, as it would after
+/// loading the page), or when it is older than the preload age (loaded
+/// again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preload_of_an_old_login_an_expired_session_or_too_long_ago_is_not_used() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rig = start_with(dir.path(), |o| {
+        o.pool_preload_max_age = Duration::from_secs(2);
+    })
+    .await;
+    let portal = rig.portal();
+    wait_for_preloads(portal, 1).await;
+    let a0 = open(portal, 0, 1).await;
+    let old_login = cookie_value(&a0, AUTH_COOKIE).await;
+    a0.close().await;
+    wait_for_preloads(portal, 2).await;
+
+    // The master logs in again: the parked browser holds the old login.
+    portal.recover(Level::Soft).await.expect("a soft recovery");
+    let opened = now_ms();
+    let a1 = open(portal, 1, 1).await;
+    assert_ne!(
+        cookie_value(&a1, AUTH_COOKIE).await,
+        old_login,
+        "the attempt carries the master's new login"
+    );
+    assert!(
+        page_loaded_at(&a1).await >= opened,
+        "the dashboard was loaded with the new login"
+    );
+    assert_eq!(portal.pool_stats().unwrap().preloaded, 1);
+    a1.close().await;
+
+    // The portal forgets every session after the browser preloaded: the
+    // dashboard it shows looks logged in, the portal says otherwise.
+    wait_for_preloads(portal, 3).await;
+    rig.sim().faults().expire_sessions_now();
+    let (id, doc) = job(2);
+    let failure = match portal.open_attempt(&id, 1, &doc).await {
+        Ok(_) => panic!("an attempt opened on a session the portal has expired"),
+        Err(f) => f,
+    };
+    assert!(failure.is_session_expired(), "{failure}");
+    assert_eq!(failure.stage, "clone check", "{failure}");
+    assert_eq!(portal.pool_stats().unwrap().preloaded, 2);
+
+    // Logged in again; a preload older than its age is loaded again.
+    portal.recover(Level::Soft).await.expect("a soft recovery");
+    let a2 = open(portal, 3, 1).await;
+    a2.close().await;
+    let preloads = portal.pool_stats().unwrap().preloads;
+    wait_for_preloads(portal, preloads + 1).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let opened = now_ms();
+    let a3 = open(portal, 4, 1).await;
+    assert!(
+        page_loaded_at(&a3).await >= opened,
+        "a preload older than its age was used as it is"
+    );
+    a3.close().await;
     finish(rig).await;
 }

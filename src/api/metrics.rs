@@ -131,6 +131,7 @@ pub fn render(
         registry.register(
             "attempt_step_seconds",
             "Time of each step of an attempt (clone, navigate, check, each form step), \
+             and of the browser pool's background wipes and preloads (phase pool), \
              since this process started",
             steps.histograms(),
         );

@@ -16,13 +16,16 @@
 //! [`JobBrowser::reset_from`] sets the master's current cookies through
 //! DevTools and checks the browser holds those and no others, so no portal
 //! page is loaded between one attempt and the next. A wipe or check that
-//! cannot be done is an error: the pool then replaces the browser.
-//!
-//! The first step of an attempt that would open the dashboard the session
-//! check has just loaded is not run again.
+//! cannot be done is an error: the pool then replaces the browser. While
+//! parked, a wiped browser preloads ([`JobBrowser::preload`]): it is given
+//! the master's cookies as last read and opens the dashboard; the next
+//! attempt keeps that page only when the master's cookies are still those.
 //!
 //! The copy then opens the dashboard and decides in about a second whether
-//! it is logged in ([`JobBrowser::check_session`]).
+//! it is logged in ([`JobBrowser::check_session`]); a preloaded one, not
+//! too old, confirms the dashboard it shows with one request to the portal
+//! instead. The first step of an attempt that would open the dashboard the
+//! session check has just loaded (or confirmed) is not run again.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -198,6 +201,29 @@ impl Drop for DirGuard {
     }
 }
 
+/// What a pooled browser holds between attempts.
+#[derive(Debug, Clone, PartialEq)]
+enum Parked {
+    /// What its last attempt (or preload) left: wiped before the next.
+    Used,
+    /// Nothing: a blank tab, no cookie, no storage of the portal's origin.
+    Wiped,
+    /// Wiped, then given `login` (the master's cookies as read then) and
+    /// left on the dashboard, found logged in `at`.
+    OnDashboard {
+        login: Vec<BrowserCookie>,
+        at: Instant,
+    },
+}
+
+/// Whether two sets of cookies are the same login: the same names with the
+/// same values.
+fn same_login(a: &[BrowserCookie], b: &[BrowserCookie]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|x| b.iter().any(|y| x.name == y.name && x.value == y.value))
+}
+
 /// How long a pooled browser's wipe may take before the browser counts as
 /// unhealthy.
 const WIPE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -216,9 +242,16 @@ pub struct JobBrowser {
     user_agent: String,
     /// Attempts it has been reset for (pooled); 1 for the others.
     attempts_served: u32,
-    /// Wiped since its last attempt (pooled): [`park`](Self::park) wiped
-    /// it, so [`reset_from`](Self::reset_from) need not.
-    wiped: bool,
+    /// What a pooled browser holds between attempts.
+    parked: Parked,
+    /// Set by [`reset_from`](Self::reset_from) when the browser already
+    /// shows the dashboard, logged in with the master's current cookies:
+    /// when that page was loaded. [`check_session`](Self::check_session)
+    /// then confirms it instead of loading it again.
+    preloaded_at: Option<Instant>,
+    /// How long a page loaded while parked may serve an attempt as it is;
+    /// zero: parked browsers wait on a blank page.
+    preload_max_age: Duration,
     /// The dashboard URL the session check has just loaded, until a step
     /// runs: a first step that would load it again need not.
     checked_url: Option<String>,
@@ -296,7 +329,9 @@ impl JobBrowser {
             submit: None,
             user_agent: master.user_agent().to_string(),
             attempts_served: 1,
-            wiped: false,
+            parked: Parked::Used,
+            preloaded_at: None,
+            preload_max_age: Duration::ZERO,
             checked_url: None,
             timings: Vec::new(),
             opening: None,
@@ -324,13 +359,16 @@ impl JobBrowser {
     /// Starts a browser for the pool on its own empty profile in `dir`
     /// (created; deleted again when the browser closes), with `user_agent`
     /// (the master's). It carries no login until
-    /// [`reset_from`](Self::reset_from).
+    /// [`preload`](Self::preload) or [`reset_from`](Self::reset_from). A
+    /// dashboard it preloads serves an attempt as it is for
+    /// `preload_max_age` (zero: it never preloads).
     pub async fn open_pooled(
         driver: &Driver,
         profile: &Profile,
         base_url: &str,
         dir: impl Into<PathBuf>,
         user_agent: &str,
+        preload_max_age: Duration,
     ) -> Result<JobBrowser, BrowserError> {
         let started = Instant::now();
         let dir = absolute(dir.into())?;
@@ -382,29 +420,62 @@ impl JobBrowser {
             submit: None,
             user_agent: user_agent.unwrap_or_default().to_string(),
             attempts_served: 0,
-            wiped: true,
+            parked: Parked::Wiped,
+            preloaded_at: None,
+            preload_max_age,
             checked_url: None,
             timings: Vec::new(),
             opening: None,
         })
     }
 
-    /// Readies a pooled browser for its next attempt: wipes what the last
-    /// attempt left, unless [`park`](Self::park) already has (or this is
-    /// its first), then adds `cookies`, the master's current ones, on the
-    /// portal's origin, and checks the browser holds those and no others.
-    /// An error means the browser cannot be trusted clean and must be
-    /// replaced.
+    /// Readies a pooled browser for its next attempt with `cookies`, the
+    /// master's current ones.
+    ///
+    /// A browser [`preload`](Self::preload) left on the dashboard with
+    /// these same cookies, holding exactly those, is kept as it is, for
+    /// [`check_session`](Self::check_session) to confirm. Any other is
+    /// wiped unless [`park`](Self::park) has just done so (or this is its
+    /// first attempt), given the cookies on the portal's origin, and checked
+    /// to hold those and no others. An error means the browser cannot be
+    /// trusted clean and must be replaced.
     pub async fn reset_from(&mut self, cookies: Vec<BrowserCookie>) -> Result<(), BrowserError> {
         let started = Instant::now();
         self.submit = None;
         self.timings.clear();
         self.checked_url = None;
-        if !self.wiped {
-            self.wipe_within_timeout().await?;
-        }
-        self.wiped = false;
+        self.preloaded_at = None;
         self.attempts_served += 1;
+        let parked = std::mem::replace(&mut self.parked, Parked::Used);
+        match parked {
+            Parked::Wiped => {}
+            Parked::OnDashboard { login, at } if same_login(&login, &cookies) => {
+                match self.holds_exactly(&cookies).await {
+                    Ok(()) => {
+                        self.preloaded_at = Some(at);
+                        self.cookies_added = cookies.len();
+                        info!(
+                            mode = "pooled",
+                            served = self.attempts_served,
+                            cookies = self.cookies_added,
+                            ms = started.elapsed().as_millis() as u64,
+                            preloaded_ms_ago = at.elapsed().as_millis() as u64,
+                            "login cloned into a job browser (on the dashboard already)"
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "the preloaded browser's cookies changed; wiping it");
+                        self.wipe_within_timeout().await?;
+                    }
+                }
+            }
+            Parked::OnDashboard { .. } => {
+                debug!("the master's login changed since this browser preloaded it; wiping it");
+                self.wipe_within_timeout().await?;
+            }
+            Parked::Used => self.wipe_within_timeout().await?,
+        }
         self.cookies_added = self.add_cookies(cookies).await?;
         info!(
             mode = "pooled",
@@ -414,6 +485,81 @@ impl JobBrowser {
             "login cloned into a job browser"
         );
         Ok(())
+    }
+
+    /// Readies a parked, wiped pooled browser for an attempt yet to come,
+    /// off that attempt's path: adds `login` (the master's cookies, as
+    /// last read) and opens the dashboard, checked logged in. True when it
+    /// now waits there; false when the check found it logged out (or the
+    /// browser preloads nothing), and it is wiped again. An error means the
+    /// browser must be replaced.
+    pub async fn preload(&mut self, login: &[BrowserCookie]) -> Result<bool, BrowserError> {
+        if self.preload_max_age.is_zero() || self.parked != Parked::Wiped || login.is_empty() {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        self.parked = Parked::Used;
+        self.add_cookies(login.to_vec()).await?;
+        let check =
+            session::check_session(self.session.client()?, &self.profile, &self.base_url).await;
+        match check {
+            Ok(SessionCheck::Valid { .. }) => {
+                self.parked = Parked::OnDashboard {
+                    login: login.to_vec(),
+                    at: Instant::now(),
+                };
+                debug!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "pooled browser waits on the dashboard"
+                );
+                Ok(true)
+            }
+            found => {
+                match found {
+                    Ok(check) => debug!(?check, "a preloaded dashboard was not logged in"),
+                    Err(e) => debug!(error = %e, "preloading the dashboard failed"),
+                }
+                self.wipe_within_timeout().await?;
+                self.parked = Parked::Wiped;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Checks the browser holds exactly `cookies` (by name and value).
+    async fn holds_exactly(&self, cookies: &[BrowserCookie]) -> Result<(), BrowserError> {
+        let held = self
+            .session
+            .cdp("Storage.getCookies", json!({}))
+            .await
+            .map_err(|e| BrowserError::Dirty {
+                what: format!("Storage.getCookies: {e}"),
+            })?;
+        let held: Vec<(&str, &str)> = held["cookies"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| Some((c["name"].as_str()?, c["value"].as_str()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let wanted: Vec<(&str, &str)> = cookies
+            .iter()
+            .map(|c| (c.name.as_str(), c.value.as_str()))
+            .collect();
+        let same = held.len() == wanted.len() && wanted.iter().all(|w| held.contains(w));
+        if same {
+            Ok(())
+        } else {
+            let names = |v: &[(&str, &str)]| v.iter().map(|c| c.0).collect::<Vec<_>>().join(", ");
+            Err(BrowserError::Dirty {
+                what: format!(
+                    "holds cookies [{}], not the login's [{}]",
+                    names(&held),
+                    names(&wanted)
+                ),
+            })
+        }
     }
 
     async fn wipe_within_timeout(&mut self) -> Result<(), BrowserError> {
@@ -659,9 +805,38 @@ impl JobBrowser {
 
     /// Opens the dashboard and decides, about a second after it loads,
     /// whether this copy is logged in.
+    ///
+    /// A pooled browser that [`reset_from`](Self::reset_from) found waiting
+    /// on the dashboard (loaded less than its preload age ago) is not sent
+    /// there again: the portal is asked for the dashboard in the page's
+    /// background (a server-side answer about this session now, without
+    /// rendering it) and the page is checked to still show it. Anything but
+    /// a clear "logged in" there falls back to loading the dashboard.
     pub async fn check_session(&mut self) -> Result<SessionCheck, BrowserError> {
-        let check =
-            session::check_session(self.session.client()?, &self.profile, &self.base_url).await;
+        let preloaded = self
+            .preloaded_at
+            .take()
+            .filter(|at| at.elapsed() <= self.preload_max_age);
+        let mut check = None;
+        if preloaded.is_some() {
+            match session::confirm_dashboard(self.session.client()?, &self.profile, &self.base_url)
+                .await
+            {
+                Ok(Ok(valid)) => check = Some(Ok(valid)),
+                Ok(Err(why)) => {
+                    debug!(%why, "the preloaded dashboard is not confirmed; loading it")
+                }
+                Err(e) => {
+                    debug!(error = %e, "the preloaded dashboard was not confirmed; loading it")
+                }
+            }
+        }
+        let check = match check {
+            Some(check) => check,
+            None => {
+                session::check_session(self.session.client()?, &self.profile, &self.base_url).await
+            }
+        };
         self.opening = None;
         let check = check?;
         debug!(?check, "clone session checked");
@@ -829,6 +1004,14 @@ impl JobBrowser {
         self.attempts_served
     }
 
+    /// Whether [`reset_from`](Self::reset_from) found it waiting on the
+    /// dashboard with the master's current cookies (pooled), so the next
+    /// [`check_session`](Self::check_session) confirms that page rather
+    /// than loading it.
+    pub fn is_preloaded(&self) -> bool {
+        self.preloaded_at.is_some()
+    }
+
     /// The user agent it was started with.
     pub fn user_agent(&self) -> &str {
         &self.user_agent
@@ -853,9 +1036,10 @@ impl JobBrowser {
         self.checked_url = None;
         // A page left with an open alert refuses the new tab: dismiss it.
         let _ = self.session.client()?.dismiss_alert().await;
-        self.wiped = false;
+        self.parked = Parked::Used;
+        self.preloaded_at = None;
         self.wipe_within_timeout().await?;
-        self.wiped = true;
+        self.parked = Parked::Wiped;
         Ok(())
     }
 

@@ -10,13 +10,18 @@
 //! ```text
 //! take          the longest-parked browser, or wait for the first one
 //!               being wiped or started
-//! ready         add the master's current cookies (JobBrowser::reset_from)
-//!               and check the browser holds those and no others; one that
+//! ready         a browser preloaded with the master's current cookies is
+//!               kept as it is, on the dashboard; any other is wiped if
+//!               need be and given those cookies (JobBrowser::reset_from);
+//!               either way checked to hold those and no others; one that
 //!               fails is closed and a new one started in its place
 //! give_back     at once, for the worker: in the background, a clean
-//!               attempt's browser is wiped and checked (JobBrowser::park)
-//!               and parked; a failed attempt's, its N-th attempt's, or one
+//!               attempt's browser is wiped and checked (JobBrowser::park),
+//!               preloaded (JobBrowser::preload: the master's cookies as
+//!               last read, the dashboard opened and found logged in) and
+//!               parked; a failed attempt's, its N-th attempt's, or one
 //!               whose wipe fails is closed and a replacement started
+//!               (and preloaded)
 //! close         shutdown: close every parked browser and the ones being
 //!               wiped or started
 //! ```
@@ -30,6 +35,13 @@
 //! any attempt is opening the portal, so it does not slow the page load
 //! an attempt waits on.
 //!
+//! A preloaded browser spares its attempt the dashboard's load, which on a
+//! busy machine is most of what an attempt waits for before its first
+//! form step: the attempt confirms the page with the portal instead
+//! (JobBrowser::check_session). A preload of a login the master has since
+//! replaced is wiped when taken; the work the preload did is then lost,
+//! nothing else.
+//!
 //! Browsers lost some other way (a panicking attempt drops its browser,
 //! which kills it) are made up for by the next attempt starting one
 //! itself.
@@ -38,7 +50,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
@@ -48,6 +60,7 @@ use tracing::{debug, info, warn};
 use super::session::BrowserCookie;
 use super::{BrowserError, Driver, JobBrowser};
 use crate::profile::Profile;
+use crate::timing::{StepTimes, POOL_PHASE, PRELOAD, WIPE};
 
 /// How long parking (the wipe included) a returned browser may take
 /// before it counts as unhealthy.
@@ -59,6 +72,9 @@ const START_WAIT: Duration = Duration::from_secs(20);
 /// How long the wipe of a returned browser waits for attempts that are
 /// opening the portal to finish doing so.
 const WIPE_DEFER: Duration = Duration::from_secs(1);
+
+/// How long a preloaded dashboard serves an attempt as it is, by default.
+pub const DEFAULT_PRELOAD_MAX_AGE: Duration = Duration::from_secs(120);
 
 /// How each attempt gets its browser.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -100,6 +116,10 @@ pub struct CloneSettings {
     /// Browsers kept beyond one per worker slot, so a worker that returns
     /// a browser takes one already wiped instead of waiting for its own.
     pub spare: usize,
+    /// How long a dashboard a parked browser has preloaded may serve an
+    /// attempt as it is (confirmed, not loaded again); zero: parked
+    /// browsers wait on a blank page and every attempt loads the dashboard.
+    pub preload_max_age: Duration,
 }
 
 impl Default for CloneSettings {
@@ -109,6 +129,7 @@ impl Default for CloneSettings {
             pool_size: 3,
             recycle_after: 50,
             spare: 1,
+            preload_max_age: DEFAULT_PRELOAD_MAX_AGE,
         }
     }
 }
@@ -123,6 +144,11 @@ pub struct PoolStats {
     pub replaced: usize,
     /// Attempts served by a browser that had served one before.
     pub reused: usize,
+    /// Dashboards loaded, logged in, by parked browsers.
+    pub preloads: usize,
+    /// Attempts whose browser was waiting on the dashboard, logged in with
+    /// the master's current cookies, when they took it.
+    pub preloaded: usize,
 }
 
 /// A place in the pool: a browser being wiped or started, parked once
@@ -197,7 +223,14 @@ pub struct Pool {
     started: AtomicUsize,
     replaced: AtomicUsize,
     reused: AtomicUsize,
+    preloads: AtomicUsize,
+    preloaded: AtomicUsize,
     opening: Arc<Opening>,
+    /// The master's cookies as last read, which parked browsers preload.
+    login: Mutex<Vec<BrowserCookie>>,
+    preload_max_age: Duration,
+    /// Where the background wipes and preloads are timed.
+    times: Arc<StepTimes>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -219,6 +252,7 @@ impl Pool {
         base_url: String,
         dir: PathBuf,
         settings: &CloneSettings,
+        times: Arc<StepTimes>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             driver,
@@ -235,7 +269,12 @@ impl Pool {
             started: AtomicUsize::new(0),
             replaced: AtomicUsize::new(0),
             reused: AtomicUsize::new(0),
+            preloads: AtomicUsize::new(0),
+            preloaded: AtomicUsize::new(0),
             opening: Arc::new(Opening::default()),
+            login: Mutex::new(Vec::new()),
+            preload_max_age: settings.preload_max_age,
+            times,
         })
     }
 
@@ -245,6 +284,8 @@ impl Pool {
             started: self.started.load(Ordering::SeqCst),
             replaced: self.replaced.load(Ordering::SeqCst),
             reused: self.reused.load(Ordering::SeqCst),
+            preloads: self.preloads.load(Ordering::SeqCst),
+            preloaded: self.preloaded.load(Ordering::SeqCst),
         }
     }
 
@@ -266,6 +307,21 @@ impl Pool {
                 *ua = user_agent.to_string();
             }
         }
+    }
+
+    /// Notes the master's current cookies, which parked browsers preload
+    /// from now on. Browsers parked with older ones are wiped and given
+    /// the current ones when next taken.
+    pub fn set_login(&self, cookies: &[BrowserCookie]) {
+        if let Ok(mut login) = self.login.lock() {
+            if *login != cookies {
+                *login = cookies.to_vec();
+            }
+        }
+    }
+
+    fn login(&self) -> Vec<BrowserCookie> {
+        self.login.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     fn user_agent(&self) -> String {
@@ -329,6 +385,7 @@ impl Pool {
         driver: &Driver,
         cookies: Vec<BrowserCookie>,
     ) -> Result<JobBrowser, BrowserError> {
+        self.set_login(&cookies);
         let user_agent = self.user_agent();
         if let Some(mut browser) = taken {
             if browser.user_agent() != user_agent {
@@ -340,6 +397,9 @@ impl Pool {
                     Ok(()) => {
                         if reused {
                             self.reused.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if browser.is_preloaded() {
+                            self.preloaded.fetch_add(1, Ordering::SeqCst);
                         }
                         browser.opening = Some(OpeningGuard::new(&self.opening));
                         return Ok(browser);
@@ -426,10 +486,16 @@ impl Pool {
         tokio::spawn(async move {
             browser.opening = None;
             pool.opening.wait_none(WIPE_DEFER).await;
-            let why = match tokio::time::timeout(PARK_TIMEOUT, browser.park()).await {
+            let parked = async {
+                let started = Instant::now();
+                browser.park().await?;
+                pool.times.record(WIPE, POOL_PHASE, started.elapsed());
+                pool.preload(&mut browser).await
+            };
+            let why = match tokio::time::timeout(PARK_TIMEOUT, parked).await {
                 Ok(Ok(())) => return Ok(browser),
-                Ok(Err(e)) => format!("its wipe or health check failed: {e}"),
-                Err(_) => "its wipe or health check timed out".to_string(),
+                Ok(Err(e)) => format!("its wipe, health check or preload failed: {e}"),
+                Err(_) => "its wipe, health check or preload timed out".to_string(),
             };
             debug!(%why, "replacing a pooled browser");
             pool.replaced.fetch_add(1, Ordering::SeqCst);
@@ -464,16 +530,58 @@ impl Pool {
             });
         }
         let user_agent = self.user_agent();
-        self.start(driver, &user_agent).await
+        self.start_preloaded(driver, &user_agent).await
     }
 
     async fn start(&self, driver: &Driver, user_agent: &str) -> Result<JobBrowser, BrowserError> {
         let n = self.next_folder.fetch_add(1, Ordering::SeqCst);
         let dir = self.dir.join(format!("browser-{n}"));
-        let browser =
-            JobBrowser::open_pooled(driver, &self.profile, &self.base_url, dir, user_agent).await?;
+        let browser = JobBrowser::open_pooled(
+            driver,
+            &self.profile,
+            &self.base_url,
+            dir,
+            user_agent,
+            self.preload_max_age,
+        )
+        .await?;
         self.started.fetch_add(1, Ordering::SeqCst);
         Ok(browser)
+    }
+
+    /// Preloads the master's login as last read into a parked `browser`
+    /// (see [`JobBrowser::preload`]), timed and counted.
+    async fn preload(&self, browser: &mut JobBrowser) -> Result<(), BrowserError> {
+        let started = Instant::now();
+        if browser.preload(&self.login()).await? {
+            self.preloads.fetch_add(1, Ordering::SeqCst);
+            self.times.record(PRELOAD, POOL_PHASE, started.elapsed());
+        }
+        Ok(())
+    }
+
+    /// [`start`](Self::start), then a preload of the master's login, for a
+    /// browser started in the background.
+    async fn start_preloaded(
+        &self,
+        driver: &Driver,
+        user_agent: &str,
+    ) -> Result<JobBrowser, BrowserError> {
+        let mut browser = self.start(driver, user_agent).await?;
+        let preloaded = tokio::time::timeout(PARK_TIMEOUT, self.preload(&mut browser)).await;
+        match preloaded {
+            Ok(Ok(())) => Ok(browser),
+            Ok(Err(e)) => {
+                close_quietly(browser).await;
+                Err(e)
+            }
+            Err(_) => {
+                close_quietly(browser).await;
+                Err(BrowserError::Dirty {
+                    what: "its preload timed out".into(),
+                })
+            }
+        }
     }
 
     /// Adds a slot unless the pool is closed; false (and the slot ended)

@@ -78,6 +78,7 @@ impl LivePortal {
         };
         info!(strategy = %settings.clone.strategy, "job browsers");
         let driver = Arc::new(RwLock::new(None));
+        let times = Arc::new(StepTimes::new());
         let pool = (settings.clone.strategy == CloneStrategy::Pooled).then(|| {
             Pool::new(
                 Arc::clone(&driver),
@@ -85,6 +86,7 @@ impl LivePortal {
                 settings.base_url.clone(),
                 settings.browser.pool_dir(),
                 &settings.clone,
+                Arc::clone(&times),
             )
         });
         Ok(LivePortal {
@@ -94,7 +96,7 @@ impl LivePortal {
             driver,
             master: RwLock::new(None),
             pool,
-            times: Arc::new(StepTimes::new()),
+            times,
             restored_backup: AtomicBool::new(false),
             masters_opened: AtomicUsize::new(0),
         })
@@ -145,6 +147,11 @@ impl LivePortal {
     async fn install_master(&self, master: Master) {
         if let Some(pool) = &self.pool {
             pool.set_user_agent(master.user_agent());
+            // The login parked browsers preload; each attempt updates it.
+            match master.cookies().await {
+                Ok(cookies) => pool.set_login(&cookies),
+                Err(e) => debug!(error = %e, "the master's cookies not read for the pool"),
+            }
             pool.warm_up();
         }
         *self.master.write().await = Some(master);

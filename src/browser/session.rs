@@ -451,6 +451,39 @@ pub(crate) fn script_element(client: &Client, value: &Json) -> Option<Element> {
     ))
 }
 
+/// What a session check looks for: the dashboard's URL, the path of the
+/// login page, the dashboard's `ready` element and the login form's user
+/// name field.
+struct Sought<'a> {
+    url: String,
+    login_path: String,
+    ready: &'a str,
+    login: &'a str,
+}
+
+impl<'a> Sought<'a> {
+    fn in_profile(profile: &'a Profile, base_url: &str) -> Result<Sought<'a>, BrowserError> {
+        Ok(Sought {
+            url: join_url(base_url, &profile.dashboard.url)?,
+            login_path: url_path(&join_url(base_url, &profile.login.url)?),
+            ready: profile.dashboard.ready.as_str(),
+            login: profile.login.username.as_str(),
+        })
+    }
+
+    /// Whether `url` is the login page (by path, ignoring case).
+    fn is_login_page(&self, url: &str) -> bool {
+        !self.login_path.is_empty() && url_path(url) == self.login_path
+    }
+}
+
+/// The path of `url`, lowercased; empty when it is not a URL.
+fn url_path(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.path().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
 /// Opens the dashboard and decides, as soon as the page shows it, whether
 /// the browser is logged in: the login form (or a redirect to the login
 /// page) means expired; the dashboard menu, or a URL that gained the login
@@ -466,12 +499,8 @@ pub(crate) async fn check_session(
     profile: &Profile,
     base_url: &str,
 ) -> Result<SessionCheck, BrowserError> {
-    let url = join_url(base_url, &profile.dashboard.url)?;
-    let login_path = url::Url::parse(&join_url(base_url, &profile.login.url)?)
-        .map(|u| u.path().to_ascii_lowercase())
-        .unwrap_or_default();
-    let ready = profile.dashboard.ready.as_str();
-    let login = profile.login.username.as_str();
+    let sought = Sought::in_profile(profile, base_url)?;
+    let (url, ready, login) = (&sought.url, sought.ready, sought.login);
     let marker = profile
         .login
         .logged_in_url_contains
@@ -481,7 +510,7 @@ pub(crate) async fn check_session(
 
     let started = Instant::now();
     client
-        .goto(&url)
+        .goto(url)
         .await
         .map_err(|e| BrowserError::cmd(format!("opening {url}"), e))?;
     let loaded = Instant::now();
@@ -491,9 +520,6 @@ pub(crate) async fn check_session(
             .await
             .map_err(|e| BrowserError::cmd(format!("checking the session at {url}"), e))?;
         let elapsed = started.elapsed();
-        let path = url::Url::parse(&seen.url)
-            .map(|u| u.path().to_ascii_lowercase())
-            .unwrap_or_default();
         if seen.visible[1] {
             return Ok(SessionCheck::Expired {
                 elapsed,
@@ -504,7 +530,7 @@ pub(crate) async fn check_session(
         if seen.visible[0] || marker.is_some_and(|m| seen.url.contains(m)) {
             return Ok(SessionCheck::Valid { elapsed, navigated });
         }
-        if !login_path.is_empty() && path == login_path {
+        if sought.is_login_page(&seen.url) {
             return Ok(SessionCheck::Expired {
                 elapsed,
                 navigated,
@@ -521,4 +547,100 @@ pub(crate) async fn check_session(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// What [`confirm_dashboard`]'s script reports.
+#[derive(Debug, Deserialize)]
+struct Confirmation {
+    #[serde(default)]
+    error: Option<String>,
+    /// The page shown now.
+    #[serde(default)]
+    here: String,
+    /// Whether the page shown now shows the dashboard's `ready` element
+    /// and the login form.
+    #[serde(default)]
+    shown_ready: bool,
+    #[serde(default)]
+    shown_login: bool,
+    /// The portal's answer to a request for the dashboard made now.
+    #[serde(default)]
+    status: u16,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    has_ready: bool,
+    #[serde(default)]
+    has_login: bool,
+    /// How long the portal took to answer, in ms.
+    #[serde(default)]
+    fetch_ms: f64,
+}
+
+/// Confirms that a browser already showing the dashboard (loaded a while
+/// ago) is logged in now, without loading the page again: in one script,
+/// the page shown is checked to still show the dashboard's `ready` element
+/// and no login form, and the dashboard is requested in the page's
+/// background, with the browser's cookies, to hear from the portal that
+/// the session is live (the answer holds the `ready` element, no login
+/// form, and is not the login page), within the profile's `check_ms`.
+///
+/// `Ok(Err(why))` when it cannot be confirmed; the caller then loads the
+/// dashboard ([`check_session`]), which alone decides "expired".
+pub(crate) async fn confirm_dashboard(
+    client: &Client,
+    profile: &Profile,
+    base_url: &str,
+) -> Result<Result<SessionCheck, String>, BrowserError> {
+    const CONFIRM_JS: &str = r#"
+const [url, readySel, loginSel, within, done] = arguments;
+const has = (doc, sel) => { try { return !!doc.querySelector(sel); } catch (e) { return false; } };
+const shown = { here: location.href, shown_ready: anyVisible(document, readySel),
+                shown_login: anyVisible(document, loginSel) };
+if (!shown.shown_ready || shown.shown_login) { done(shown); return; }
+const t0 = performance.now();
+fetch(url, { credentials: 'same-origin', cache: 'no-store', redirect: 'follow',
+             signal: AbortSignal.timeout(within) })
+  .then((r) => r.text().then((text) => {
+    const fetch_ms = performance.now() - t0;
+    const doc = new DOMParser().parseFromString(text, 'text/html');
+    done(Object.assign(shown, { status: r.status, url: r.url, fetch_ms,
+      has_ready: has(doc, readySel), has_login: has(doc, loginSel) }));
+  }))
+  .catch((e) => done(Object.assign(shown, { error: String(e) })));"#;
+    let sought = Sought::in_profile(profile, base_url)?;
+    let (url, ready, login) = (&sought.url, sought.ready, sought.login);
+    let within = profile.dashboard.check_ms.max(1);
+
+    let started = Instant::now();
+    let script = format!("{VISIBLE_JS}{CONFIRM_JS}");
+    let value = client
+        .execute_async(
+            &script,
+            vec![json!(url), json!(ready), json!(login), json!(within)],
+        )
+        .await
+        .map_err(|e| BrowserError::cmd(format!("confirming the session at {url}"), e))?;
+    let seen: Confirmation = serde_json::from_value(value).map_err(|e| {
+        BrowserError::cmd(
+            format!("confirming the session at {url}"),
+            CmdError::Json(e),
+        )
+    })?;
+    let elapsed = started.elapsed();
+    let why = if let Some(error) = seen.error {
+        format!("the request for {url} failed: {error}")
+    } else if !seen.shown_ready || seen.shown_login {
+        format!("{} no longer shows the dashboard", seen.here)
+    } else if seen.status != 200 {
+        format!("{url} answered HTTP {}", seen.status)
+    } else if sought.is_login_page(&seen.url) {
+        format!("{url} was sent to the login page {}", seen.url)
+    } else if !seen.has_ready || seen.has_login {
+        format!("{url} answered a page without the dashboard ({ready}) or with the login form")
+    } else {
+        let navigated = Duration::from_secs_f64(seen.fetch_ms.max(0.0) / 1000.0).min(elapsed);
+        return Ok(Ok(SessionCheck::Valid { elapsed, navigated }));
+    };
+    Ok(Err(why))
 }

@@ -152,12 +152,17 @@ pub fn print(
     )
 }
 
-/// Where the attempts' time went: each step's median and 95th percentile,
-/// and its share of all the steps' time.
 /// Prints where the attempts' time went: each span's count, median, 95th
-/// percentile and share of all the time.
+/// percentile and share of all the attempts' time; the pool's background
+/// spans (no attempt waits for them) have no share.
 pub fn print_steps(report: &Report, out: &mut impl std::io::Write) -> std::io::Result<()> {
-    let all: f64 = report.steps.iter().map(|s| s.total.as_secs_f64()).sum();
+    let background = |s: &crate::timing::StepSummary| s.phase == crate::timing::POOL_PHASE;
+    let all: f64 = report
+        .steps
+        .iter()
+        .filter(|s| !background(s))
+        .map(|s| s.total.as_secs_f64())
+        .sum();
     if report.steps.is_empty() || all <= 0.0 {
         return Ok(());
     }
@@ -166,8 +171,8 @@ pub fn print_steps(report: &Report, out: &mut impl std::io::Write) -> std::io::R
         "\ntime per step ({} browsers{}):",
         report.clone_strategy,
         report.pool.map_or(String::new(), |p| format!(
-            ", {} started, {} replaced, {} reuses",
-            p.started, p.replaced, p.reused
+            ", {} started, {} replaced, {} reuses, {} on a preloaded dashboard",
+            p.started, p.replaced, p.reused, p.preloaded
         )),
     )?;
     writeln!(
@@ -176,15 +181,20 @@ pub fn print_steps(report: &Report, out: &mut impl std::io::Write) -> std::io::R
         "step", "phase", "count", "median ms", "p95 ms", "share"
     )?;
     for s in &report.steps {
+        let share = if background(s) {
+            "(bg)".to_string()
+        } else {
+            format!("{:.1}%", s.total.as_secs_f64() / all * 100.0)
+        };
         writeln!(
             out,
-            "{:<32} {:<11} {:>6} {:>10.0} {:>10.0} {:>6.1}%",
+            "{:<32} {:<11} {:>6} {:>10.0} {:>10.0} {:>7}",
             s.step,
             s.phase,
             s.count,
             s.median.as_secs_f64() * 1000.0,
             s.p95.as_secs_f64() * 1000.0,
-            s.total.as_secs_f64() / all * 100.0,
+            share,
         )?;
     }
     writeln!(out)
