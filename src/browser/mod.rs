@@ -8,7 +8,8 @@
 //! - [`clone`]: job browsers, each a fresh copy of the master's login, and
 //!   the quick check that a copy is still logged in.
 //! - [`pool`]: the `pooled` clone strategy: warm job browsers, one per
-//!   worker slot, wiped and given the master's cookies before each attempt.
+//!   worker slot and a spare, wiped after each attempt and waiting on the
+//!   dashboard with the master's cookies for the next.
 //! - [`steps`]: runs a profile's form steps in a job browser, with the
 //!   submit click split out so the engine can journal `submitted` right
 //!   before it.
@@ -26,8 +27,10 @@
 //!
 //! ```text
 //! JobBrowser::clone_from   fresh copy of the master's login (fresh), or
-//!   Pool::take + ready     a warm browser wiped, master's cookies added
+//!   Pool::take + ready     a warm browser preloaded with the master's
+//!                          current cookies, or wiped and given them
 //! check_session            Expired -> join/start a recovery, fail the attempt
+//!                          (a preloaded dashboard is confirmed, not loaded)
 //! run_phase(PreSubmit)     fill the form
 //! prepare_submit           submit element displayed, no mask (or, for an
 //!                          accept_alert submit, the save confirm open)
@@ -39,10 +42,11 @@
 //! ```
 //!
 //! Known limits:
-//! - Cookies are read with W3C Get All Cookies, which returns those of the
-//!   master's current page: a cookie scoped to another path than the
-//!   dashboard's is not carried (the profile copy may still carry it in
-//!   local mode).
+//! - The master's cookies are read through DevTools (every cookie of the
+//!   portal's host). Without DevTools they are read with W3C Get All
+//!   Cookies, which returns those of the master's current page: a cookie
+//!   scoped to another path than the dashboard's is then not carried (the
+//!   profile copy may still carry it in local mode).
 //! - A pooled browser gets its cookies through DevTools, on no page. Other
 //!   browsers (and a pooled one whose driver has no DevTools endpoint) get
 //!   them over WebDriver, on `/favicon.ico` when that is a page of the
