@@ -588,32 +588,78 @@ async fn an_expired_clone_is_detected_quickly() {
 }
 
 /// The session dies while a form is being filled: the next page is the
-/// login form, and the step waiting for its element ends at once, saying
-/// the session expired, rather than at its 15 s timeout.
+/// login form, and a step waiting on the page (for an element, a text, or
+/// a type-ahead suggestion) ends at once, saying the session expired,
+/// rather than at its 15 s timeout.
 #[tokio::test]
 async fn a_session_that_dies_mid_form_ends_the_step_at_once() {
     let w = World::new().await;
-    let master = w.logged_in_master().await;
-    // Not the URL the session check loads, so it is loaded again and meets
-    // the expired session.
-    let profile = goto_then_wait("/Home/Dashboard?from=menu", "branch list", "#ddlBranch");
-    let (mut job, fields) = w.checked_clone(&master, &profile, "mid-form").await;
+    let mut master = w.logged_in_master().await;
+    // The type-ahead types into a field the login page has, so its wait for
+    // a suggestion is what meets the login form.
+    let waits = [
+        (
+            "branch list",
+            r##"action = "wait_for"
+selector = "#ddlBranch""##,
+        ),
+        (
+            "state matches",
+            r##"action = "expect_text"
+selector = "#lblState"
+value = "Maharashtra""##,
+        ),
+        (
+            "make and model",
+            r##"action = "typeahead"
+selector = "#txtUserName"
+list = "ul#makeModelList li"
+value = "Honda Activa""##,
+        ),
+    ];
+    for (name, wait) in waits {
+        // Not the URL the session check loads, so it is loaded again and
+        // meets the expired session.
+        let profile = profile_with(&format!(
+            r##"
+[[steps]]
+name = "open dashboard"
+phase = "pre_submit"
+action = "goto"
+url = "/Home/Dashboard?from=menu"
 
-    lock(&w.fixture.portal).expire_all();
-    let started = Instant::now();
-    let err = job
-        .run_phase(Phase::PreSubmit, &fields, &mut Outputs::new())
-        .await
-        .unwrap_err();
-    let took = started.elapsed();
-    assert!(
-        matches!(err.failure, StepFailure::LoggedOut { .. }),
-        "{err}"
-    );
-    assert_eq!(err.step, "branch list");
-    assert!(took < Duration::from_secs(3), "noticed after {took:?}");
-    eprintln!("mid-form expiry noticed in {took:?}: {err}");
-    job.close().await.unwrap();
+[[steps]]
+name = "{name}"
+phase = "pre_submit"
+timeout_ms = 15000
+{wait}
+"##
+        ));
+        let (mut job, fields) = w.checked_clone(&master, &profile, "mid-form").await;
+
+        lock(&w.fixture.portal).expire_all();
+        let started = Instant::now();
+        let err = job
+            .run_phase(Phase::PreSubmit, &fields, &mut Outputs::new())
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(err.failure, StepFailure::LoggedOut { .. }),
+            "{name}: {err}"
+        );
+        assert_eq!(err.step, name);
+        assert!(
+            took < Duration::from_secs(3),
+            "{name}: noticed after {took:?}"
+        );
+        eprintln!("mid-form expiry noticed in {took:?}: {err}");
+        job.close().await.unwrap();
+        master
+            .login(&credentials(), &element_solver())
+            .await
+            .expect("logged in again");
+    }
     master.close().await.unwrap();
 }
 

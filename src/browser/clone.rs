@@ -47,8 +47,8 @@ pub enum CloneMode {
     ProfileCopyAndCookies,
     /// Remote WebDriver: cookies added to a fresh profile.
     CookiesOnly,
-    /// A warm pooled browser on its own empty profile: wiped before each
-    /// attempt after its first, then cookies added.
+    /// A warm pooled browser on its own empty profile: wiped after each
+    /// attempt, then given the master's cookies for the next.
     Pooled,
 }
 
@@ -252,6 +252,9 @@ pub struct JobBrowser {
     /// How long a page loaded while parked may serve an attempt as it is;
     /// zero: parked browsers wait on a blank page.
     preload_max_age: Duration,
+    /// The last session check confirmed a preloaded dashboard (rather than
+    /// loading one).
+    confirmed_preload: bool,
     /// The dashboard URL the session check has just loaded, until a step
     /// runs: a first step that would load it again need not.
     checked_url: Option<String>,
@@ -332,6 +335,7 @@ impl JobBrowser {
             parked: Parked::Used,
             preloaded_at: None,
             preload_max_age: Duration::ZERO,
+            confirmed_preload: false,
             checked_url: None,
             timings: Vec::new(),
             opening: None,
@@ -423,6 +427,7 @@ impl JobBrowser {
             parked: Parked::Wiped,
             preloaded_at: None,
             preload_max_age,
+            confirmed_preload: false,
             checked_url: None,
             timings: Vec::new(),
             opening: None,
@@ -576,8 +581,9 @@ impl JobBrowser {
     /// a new one, which unloads the last page and takes its history and
     /// session storage with it; every cookie, and the portal origin's local
     /// storage, IndexedDB, cache storage and service workers (DevTools
-    /// `Storage.clearCookies`, `Storage.clearDataForOrigin`); and
-    /// chromedriver's buffer of console messages.
+    /// `Storage.clearCookies`, `Storage.clearDataForOrigin`); the HTTP
+    /// cache (`Network.clearBrowserCache`); and chromedriver's buffer of
+    /// console messages.
     async fn wipe(&mut self) -> Result<(), BrowserError> {
         let dirty = |what: String| BrowserError::Dirty { what };
         let client = self.session.client()?;
@@ -612,6 +618,12 @@ impl JobBrowser {
             )
             .await
             .map_err(cdp("Storage.clearDataForOrigin"))?;
+        // Responses the portal let the browser cache (none of its storage
+        // types above holds them).
+        self.session
+            .cdp("Network.clearBrowserCache", json!({}))
+            .await
+            .map_err(cdp("Network.clearBrowserCache"))?;
         let left = self
             .session
             .cdp("Storage.getCookies", json!({}))
@@ -818,11 +830,15 @@ impl JobBrowser {
             .take()
             .filter(|at| at.elapsed() <= self.preload_max_age);
         let mut check = None;
+        self.confirmed_preload = false;
         if preloaded.is_some() {
             match session::confirm_dashboard(self.session.client()?, &self.profile, &self.base_url)
                 .await
             {
-                Ok(Ok(valid)) => check = Some(Ok(valid)),
+                Ok(Ok(valid)) => {
+                    self.confirmed_preload = true;
+                    check = Some(Ok(valid));
+                }
                 Ok(Err(why)) => {
                     debug!(%why, "the preloaded dashboard is not confirmed; loading it")
                 }
@@ -1004,12 +1020,11 @@ impl JobBrowser {
         self.attempts_served
     }
 
-    /// Whether [`reset_from`](Self::reset_from) found it waiting on the
-    /// dashboard with the master's current cookies (pooled), so the next
-    /// [`check_session`](Self::check_session) confirms that page rather
-    /// than loading it.
-    pub fn is_preloaded(&self) -> bool {
-        self.preloaded_at.is_some()
+    /// Whether the last [`check_session`](Self::check_session) confirmed
+    /// a dashboard this pooled browser had preloaded (rather than loading
+    /// one).
+    pub fn confirmed_preload(&self) -> bool {
+        self.confirmed_preload
     }
 
     /// The user agent it was started with.

@@ -4,8 +4,8 @@
 //! portal work; a browser that is already running, wiped and given the
 //! master's cookies is ready in a fraction of that. The pool keeps one
 //! warm browser per worker slot and one spare, each on its own empty
-//! profile folder under `{work_dir}/pool` (never a copy of the master's),
-//! and lends them out one attempt at a time:
+//! profile folder under `{work_dir}/browsers/pool` (never a copy of the
+//! master's), and lends them out one attempt at a time:
 //!
 //! ```text
 //! take          the longest-parked browser, or wait for the first one
@@ -83,8 +83,8 @@ pub enum CloneStrategy {
     /// A new Chromium per attempt, on a copy of the master's profile plus
     /// its current cookies.
     Fresh,
-    /// A warm Chromium per worker slot, wiped before each attempt and given
-    /// the master's current cookies.
+    /// A warm Chromium per worker slot and a spare, wiped after each
+    /// attempt and given the master's current cookies for the next.
     #[default]
     Pooled,
 }
@@ -146,8 +146,8 @@ pub struct PoolStats {
     pub reused: usize,
     /// Dashboards loaded, logged in, by parked browsers.
     pub preloads: usize,
-    /// Attempts whose browser was waiting on the dashboard, logged in with
-    /// the master's current cookies, when they took it.
+    /// Attempts that started on a dashboard their browser had preloaded,
+    /// confirmed logged in (instead of loading it).
     pub preloaded: usize,
 }
 
@@ -309,6 +309,11 @@ impl Pool {
         }
     }
 
+    /// Counts an attempt that started on a preloaded dashboard.
+    pub(crate) fn note_preloaded(&self) {
+        self.preloaded.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Notes the master's current cookies, which parked browsers preload
     /// from now on. Browsers parked with older ones are wiped and given
     /// the current ones when next taken.
@@ -397,9 +402,6 @@ impl Pool {
                     Ok(()) => {
                         if reused {
                             self.reused.fetch_add(1, Ordering::SeqCst);
-                        }
-                        if browser.is_preloaded() {
-                            self.preloaded.fetch_add(1, Ordering::SeqCst);
                         }
                         browser.opening = Some(OpeningGuard::new(&self.opening));
                         return Ok(browser);

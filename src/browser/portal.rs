@@ -478,6 +478,9 @@ impl Portal for LivePortal {
         match check {
             Ok(SessionCheck::Valid { elapsed, .. }) => {
                 debug!(ms = elapsed.as_millis() as u64, "clone is logged in");
+                if let (Some(pool), true) = (&self.pool, browser.confirmed_preload()) {
+                    pool.note_preloaded();
+                }
             }
             Ok(SessionCheck::Expired {
                 elapsed, reason, ..

@@ -170,9 +170,10 @@ impl Session {
             .raw(http::Method::GET, "cookie", None)
             .await
             .map_err(|e| BrowserError::cmd("reading cookies", e))?;
-        serde_json::from_value(value.clone()).map_err(|e| BrowserError::Gone {
+        serde_json::from_value(value.clone()).map_err(|_| BrowserError::Gone {
             doing: "reading cookies".into(),
-            message: format!("unexpected answer {value}: {e}"),
+            // The answer's shape only: its values are the login.
+            message: format!("unexpected answer, shaped {}", json_shape(&value)),
         })
     }
 
@@ -385,6 +386,26 @@ impl std::fmt::Debug for BrowserCookie {
             .field("same_site", &self.same_site)
             .finish()
     }
+}
+
+/// The shape of a JSON value with every string, number and boolean
+/// replaced by its type, for error messages about answers that hold
+/// secrets.
+fn json_shape(value: &Json) -> String {
+    fn shape(value: &Json) -> Json {
+        match value {
+            Json::Null => Json::Null,
+            Json::Bool(_) => json!("bool"),
+            Json::Number(n) if n.is_f64() => json!("float"),
+            Json::Number(_) => json!("integer"),
+            Json::String(_) => json!("string"),
+            Json::Array(items) => Json::Array(items.iter().map(shape).collect()),
+            Json::Object(fields) => {
+                Json::Object(fields.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
+            }
+        }
+    }
+    shape(value).to_string()
 }
 
 /// Visibility as a user sees it: laid out, not hidden, not zero-sized.
@@ -643,4 +664,22 @@ fetch(url, { credentials: 'same-origin', cache: 'no-store', redirect: 'follow',
         return Ok(Ok(SessionCheck::Valid { elapsed, navigated }));
     };
     Ok(Err(why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_described_by_its_shape_without_its_values() {
+        let answer = json!([{ "name": ".ASPXAUTH", "value": "s3cr3t", "expiry": 1.5,
+                              "secure": true, "domain": null }]);
+        let shape = json_shape(&answer);
+        assert!(
+            !shape.contains("s3cr3t") && !shape.contains("ASPXAUTH"),
+            "{shape}"
+        );
+        assert!(shape.contains(r#""expiry":"float""#), "{shape}");
+        assert!(shape.contains(r#""value":"string""#), "{shape}");
+    }
 }

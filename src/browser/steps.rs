@@ -72,9 +72,16 @@ const hit = (el) => {
 /// over the page covers the iframe a step works in) shows. `arguments[3]`,
 /// a [`Want`]: `present` takes the first match, shown or not; `click` also
 /// asks whether something else covers the element.
-const LOOK_JS: &str = r#"
+/// `loginShown(sel)`: whether the portal's login form shows in this
+/// document or the top one (the session died while a step waited). Needs
+/// `VISIBLE_JS`.
+const LOGIN_SHOWN_JS: &str = r#"
 const docs = [document];
 try { if (window.top.document !== document) { docs.push(window.top.document); } } catch (e) {}
+const loginShown = (sel) => docs.some((d) => anyVisible(d, sel));
+"#;
+
+const LOOK_JS: &str = r#"
 let els;
 try { els = Array.from(document.querySelectorAll(arguments[0])); } catch (e) { return { invalid: String(e) }; }
 const shown = (e) => e.tagName === 'OPTION'
@@ -83,7 +90,7 @@ const shown = (e) => e.tagName === 'OPTION'
 const el = (arguments[3] === 'present' ? els[0] : els.find(shown)) || null;
 const value = el && typeof el.value === 'string' ? el.value : '';
 const mask = arguments[2] ? docs.some((d) => anyVisible(d, arguments[2])) : false;
-const login = el ? false : docs.some((d) => anyVisible(d, arguments[1]));
+const login = el ? false : loginShown(arguments[1]);
 const covered = el && arguments[3] === 'click' && !mask ? !hit(el) : false;
 return { count: els.length, el: el, value: value, mask: mask, login: login, covered: covered };"#;
 
@@ -368,6 +375,16 @@ fn quote(text: &str) -> String {
 
 /// A list that never offered the wanted item: names the value (hidden when
 /// personal) and how many items the page's script last saw.
+/// The session died while a step waited: its script saw the login form.
+fn logged_out(seen: &serde_json::Value, clock: Clock) -> Result<(), StepFailure> {
+    if seen["login"].as_bool().unwrap_or(false) {
+        return Err(StepFailure::LoggedOut {
+            waited: clock.waited(),
+        });
+    }
+    Ok(())
+}
+
 fn no_choice(r: &Resolved, seen: &serde_json::Value, clock: Clock) -> StepFailure {
     StepFailure::NoChoice {
         value: r.shown_value(),
@@ -639,7 +656,7 @@ impl<'a> StepRunner<'a> {
         want: Want,
         clock: Clock,
     ) -> Result<(Element, String), StepFailure> {
-        let script = format!("{VISIBLE_JS}{HIT_JS}{LOOK_JS}");
+        let script = format!("{VISIBLE_JS}{HIT_JS}{LOGIN_SHOWN_JS}{LOOK_JS}");
         let login = self.profile.login.username.as_str();
         let mut poll = Pause::new();
         loop {
@@ -1010,22 +1027,25 @@ return el.value;"#;
     async fn kendo_select(&self, r: &Resolved, clock: Clock) -> Result<(), StepFailure> {
         const PICK_JS: &str = r#"
 const ul = document.getElementById(arguments[0]);
-if (!ul) { return { open: false, count: 0, item: null }; }
+if (!ul) { return { open: false, count: 0, item: null, login: loginShown(arguments[2]) }; }
 const items = Array.from(ul.querySelectorAll('li'));
 const item = items.find((li) => li.textContent.trim() === arguments[1]) || null;
-return { open: visible(ul), count: items.length, item: item };"#;
+return { open: visible(ul), count: items.length, item: item,
+         login: item ? false : loginShown(arguments[2]) };"#;
         let list = r.list.as_deref().unwrap_or_default();
         let opener = format!("span[aria-owns=\"{}\"]", css_string(list));
         self.click(&opener, clock).await?;
         let mut opened = Instant::now();
-        let script = format!("{VISIBLE_JS}{PICK_JS}");
+        let script = format!("{VISIBLE_JS}{LOGIN_SHOWN_JS}{PICK_JS}");
+        let login = self.profile.login.username.as_str();
         let mut poll = Pause::new();
         loop {
             let seen = self
                 .client
-                .execute(&script, vec![json!(list), json!(r.value())])
+                .execute(&script, vec![json!(list), json!(r.value()), json!(login)])
                 .await
                 .map_err(failure_of)?;
+            logged_out(&seen, clock)?;
             let open = seen["open"].as_bool().unwrap_or(false);
             if open {
                 if let Some(item) = script_element(self.client, &seen["item"]) {
@@ -1061,21 +1081,23 @@ const pick = items.find((el) => text(el) === want)
   || items.find((el) => text(el).toLowerCase() === lower)
   || items.find((el) => text(el).toLowerCase().startsWith(lower))
   || null;
-return { count: items.length, item: pick };"#;
+return { count: items.length, item: pick, login: pick ? false : loginShown(arguments[2]) };"#;
         let (input, held) = self.displayed_unmasked(r.selector(), None, clock).await?;
         let focused = self.ready_to_type(&input, &held, false).await?;
         self.enter_text(&input, r.value(), focused, typing)
             .await
             .map_err(failure_of)?;
         let list = r.list.as_deref().unwrap_or_default();
-        let script = format!("{VISIBLE_JS}{SUGGEST_JS}");
+        let script = format!("{VISIBLE_JS}{LOGIN_SHOWN_JS}{SUGGEST_JS}");
+        let login = self.profile.login.username.as_str();
         let mut poll = Pause::new();
         loop {
             let seen = self
                 .client
-                .execute(&script, vec![json!(list), json!(r.value())])
+                .execute(&script, vec![json!(list), json!(r.value()), json!(login)])
                 .await
                 .map_err(failure_of)?;
+            logged_out(&seen, clock)?;
             if let Some(item) = script_element(self.client, &seen["item"]) {
                 if self.try_click(&item, clock).await? {
                     return Ok(());
@@ -1184,6 +1206,11 @@ return { count: opts.length, chosen: opt !== null };"#;
                 Err(e) if e.is_no_such_element() => {}
                 Err(e) => return Err(failure_of(e)),
             }
+            if self.login_shown().await? {
+                return Err(StepFailure::LoggedOut {
+                    waited: clock.waited(),
+                });
+            }
             if clock.expired() {
                 return Err(match last {
                     None => StepFailure::NotFound {
@@ -1201,6 +1228,18 @@ return { count: opts.length, chosen: opt !== null };"#;
             }
             poll.wait().await;
         }
+    }
+
+    /// Whether the portal's login form shows (the session died).
+    async fn login_shown(&self) -> Result<bool, StepFailure> {
+        let script = format!("{VISIBLE_JS}{LOGIN_SHOWN_JS}return loginShown(arguments[0]);");
+        let login = self.profile.login.username.as_str();
+        let shown = self
+            .client
+            .execute(&script, vec![json!(login)])
+            .await
+            .map_err(failure_of)?;
+        Ok(shown.as_bool().unwrap_or(false))
     }
 
     /// Readies the submit step: for a click, waits until its element is

@@ -36,10 +36,16 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 0)]
     pub expire_every: u32,
     /// How each attempt gets its browser: `pooled` (a warm browser per
-    /// worker and one spare, wiped after each attempt) or `fresh` (a new
-    /// browser on a copy of the master's profile per attempt).
+    /// worker and one spare, wiped after each attempt and waiting on the
+    /// dashboard for the next) or `fresh` (a new browser on a copy of the
+    /// master's profile per attempt).
     #[arg(long, value_enum, default_value_t = CloneStrategy::Pooled)]
     pub clone_strategy: CloneStrategy,
+    /// `pooled`: how many seconds a dashboard a parked browser preloaded
+    /// may serve an attempt as it is; 0: parked browsers wait on a blank
+    /// page and every attempt loads the dashboard itself.
+    #[arg(long, default_value_t = crate::browser::pool::DEFAULT_PRELOAD_MAX_AGE.as_secs())]
+    pub preload_max_age_s: u64,
     /// Use this WebDriver server instead of starting chromedriver.
     #[arg(long)]
     pub webdriver_url: Option<String>,
@@ -65,6 +71,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     options.backoff = Duration::from_millis(args.backoff_ms);
     options.webdriver_url = args.webdriver_url.clone();
     options.clone_strategy = args.clone_strategy;
+    options.pool_preload_max_age = Duration::from_secs(args.preload_max_age_s);
     if args.expire_every > 0 {
         options.faults.expire_sessions_every_n_saves = Some(args.expire_every);
     }
@@ -141,11 +148,12 @@ pub fn print(
     let per_minute = report.jobs_per_minute();
     writeln!(
         out,
-        "{completed} of {} jobs completed in {:.1} s with {workers} workers \
+        "{completed} of {} jobs completed in {:.1} s with {workers} worker{} \
          ({per_minute:.1} jobs/min, median {median:.1} s per job); ledger: {} proposals, \
          {} duplicates; journal replay {}",
         report.rows.len(),
         report.wall.as_secs_f64(),
+        if workers == 1 { "" } else { "s" },
         report.ledger.len(),
         report.duplicates,
         if report.replay_ok() { "OK" } else { "FAILED" },
