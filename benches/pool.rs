@@ -124,20 +124,14 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let jobs: usize = std::env::var("FORMWRIGHT_BENCH_JOBS")
-        .ok()
-        .and_then(|n| n.parse().ok())
+    let jobs = env_number("FORMWRIGHT_BENCH_JOBS")
         .unwrap_or(12)
         .clamp(1, 20);
     let mut pacings = vec![Pacing::NoDelays];
     if std::env::var("FORMWRIGHT_BENCH_REALISTIC").is_ok_and(|v| v == "1") {
         pacings.push(Pacing::Realistic);
     }
-    let rounds: usize = std::env::var("FORMWRIGHT_BENCH_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let rounds = env_number("FORMWRIGHT_BENCH_ROUNDS").unwrap_or(3).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -194,10 +188,7 @@ async fn run(
     if std::env::var("FORMWRIGHT_BENCH_TYPING").is_ok_and(|v| v == "keys") {
         options.profile.typing = formwright::profile::Typing::Keys;
     }
-    if let Some(spare) = std::env::var("FORMWRIGHT_BENCH_SPARE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
+    if let Some(spare) = env_number("FORMWRIGHT_BENCH_SPARE") {
         options.pool_spare = spare;
     }
     if pacing == Pacing::NoDelays {
@@ -263,6 +254,11 @@ async fn run(
             None => attempts.to_string(),
         },
     })
+}
+
+/// The whole number an environment variable holds, if set and one.
+fn env_number(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|n| n.parse().ok())
 }
 
 /// Whether `FORMWRIGHT_BENCH_RUNS` (e.g. `pooled/1,fresh/3`; all when

@@ -202,7 +202,7 @@ impl Drop for DirGuard {
 }
 
 /// What a pooled browser holds between attempts.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 enum Parked {
     /// What its last attempt (or preload) left: wiped before the next.
     Used,
@@ -499,7 +499,10 @@ impl JobBrowser {
     /// browser preloads nothing), and it is wiped again. An error means the
     /// browser must be replaced.
     pub async fn preload(&mut self, login: &[BrowserCookie]) -> Result<bool, BrowserError> {
-        if self.preload_max_age.is_zero() || self.parked != Parked::Wiped || login.is_empty() {
+        if self.preload_max_age.is_zero()
+            || !matches!(self.parked, Parked::Wiped)
+            || login.is_empty()
+        {
             return Ok(false);
         }
         let started = Instant::now();
@@ -535,36 +538,25 @@ impl JobBrowser {
     async fn holds_exactly(&self, cookies: &[BrowserCookie]) -> Result<(), BrowserError> {
         let held = self
             .session
-            .cdp("Storage.getCookies", json!({}))
+            .devtools_cookies()
             .await
-            .map_err(|e| BrowserError::Dirty {
-                what: format!("Storage.getCookies: {e}"),
-            })?;
-        let held: Vec<(&str, &str)> = held["cookies"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| Some((c["name"].as_str()?, c["value"].as_str()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let wanted: Vec<(&str, &str)> = cookies
-            .iter()
-            .map(|c| (c.name.as_str(), c.value.as_str()))
-            .collect();
-        let same = held.len() == wanted.len() && wanted.iter().all(|w| held.contains(w));
-        if same {
-            Ok(())
-        } else {
-            let names = |v: &[(&str, &str)]| v.iter().map(|c| c.0).collect::<Vec<_>>().join(", ");
-            Err(BrowserError::Dirty {
-                what: format!(
-                    "holds cookies [{}], not the login's [{}]",
-                    names(&held),
-                    names(&wanted)
-                ),
-            })
+            .map_err(|what| BrowserError::Dirty { what })?;
+        if same_login(&held, cookies) {
+            return Ok(());
         }
+        let names = |v: &[BrowserCookie]| {
+            v.iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(BrowserError::Dirty {
+            what: format!(
+                "holds cookies [{}], not the login's [{}]",
+                names(&held),
+                names(cookies)
+            ),
+        })
     }
 
     async fn wipe_within_timeout(&mut self) -> Result<(), BrowserError> {
@@ -624,12 +616,7 @@ impl JobBrowser {
             .cdp("Network.clearBrowserCache", json!({}))
             .await
             .map_err(cdp("Network.clearBrowserCache"))?;
-        let left = self
-            .session
-            .cdp("Storage.getCookies", json!({}))
-            .await
-            .map_err(cdp("Storage.getCookies"))?;
-        let left = left["cookies"].as_array().map_or(0, Vec::len);
+        let left = self.session.devtools_cookies().await.map_err(dirty)?.len();
         if left > 0 {
             return Err(dirty(format!("{left} cookies survived the wipe")));
         }
@@ -742,15 +729,8 @@ impl JobBrowser {
             .cdp("Network.setCookies", json!({ "cookies": params }))
             .await
             .map_err(|e| failed(format!("Network.setCookies: {e}")))?;
-        let set = self
-            .session
-            .cdp("Storage.getCookies", json!({}))
-            .await
-            .map_err(|e| failed(format!("Storage.getCookies: {e}")))?;
-        let names: Vec<&str> = set["cookies"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect())
-            .unwrap_or_default();
+        let set = self.session.devtools_cookies().await.map_err(failed)?;
+        let names: Vec<&str> = set.iter().map(|c| c.name.as_str()).collect();
         if let Some(missing) = cookies.iter().find(|c| !names.contains(&c.name.as_str())) {
             return Err(failed(format!("cookie {} was not set", missing.name)));
         }
@@ -828,27 +808,26 @@ impl JobBrowser {
         let preloaded = self
             .preloaded_at
             .take()
-            .filter(|at| at.elapsed() <= self.preload_max_age);
-        let mut check = None;
-        self.confirmed_preload = false;
-        if preloaded.is_some() {
-            match session::confirm_dashboard(self.session.client()?, &self.profile, &self.base_url)
-                .await
-            {
-                Ok(Ok(valid)) => {
-                    self.confirmed_preload = true;
-                    check = Some(Ok(valid));
-                }
+            .is_some_and(|at| at.elapsed() <= self.preload_max_age);
+        let confirmed = if preloaded {
+            let client = self.session.client()?;
+            match session::confirm_dashboard(client, &self.profile, &self.base_url).await {
+                Ok(Ok(valid)) => Some(valid),
                 Ok(Err(why)) => {
-                    debug!(%why, "the preloaded dashboard is not confirmed; loading it")
+                    debug!(%why, "the preloaded dashboard is not confirmed; loading it");
+                    None
                 }
                 Err(e) => {
-                    debug!(error = %e, "the preloaded dashboard was not confirmed; loading it")
+                    debug!(error = %e, "the preloaded dashboard was not confirmed; loading it");
+                    None
                 }
             }
-        }
-        let check = match check {
-            Some(check) => check,
+        } else {
+            None
+        };
+        self.confirmed_preload = confirmed.is_some();
+        let check = match confirmed {
+            Some(valid) => Ok(valid),
             None => {
                 session::check_session(self.session.client()?, &self.profile, &self.base_url).await
             }

@@ -319,9 +319,7 @@ impl Pool {
     /// the current ones when next taken.
     pub fn set_login(&self, cookies: &[BrowserCookie]) {
         if let Ok(mut login) = self.login.lock() {
-            if *login != cookies {
-                *login = cookies.to_vec();
-            }
+            *login = cookies.to_vec();
         }
     }
 
@@ -390,6 +388,19 @@ impl Pool {
         driver: &Driver,
         cookies: Vec<BrowserCookie>,
     ) -> Result<JobBrowser, BrowserError> {
+        let mut browser = self.reset_or_start(taken, driver, cookies).await?;
+        browser.opening = Some(OpeningGuard::new(&self.opening));
+        Ok(browser)
+    }
+
+    /// [`ready`](Self::ready) but for marking the attempt as opening the
+    /// portal.
+    async fn reset_or_start(
+        &self,
+        taken: Option<JobBrowser>,
+        driver: &Driver,
+        cookies: Vec<BrowserCookie>,
+    ) -> Result<JobBrowser, BrowserError> {
         self.set_login(&cookies);
         let user_agent = self.user_agent();
         if let Some(mut browser) = taken {
@@ -403,7 +414,6 @@ impl Pool {
                         if reused {
                             self.reused.fetch_add(1, Ordering::SeqCst);
                         }
-                        browser.opening = Some(OpeningGuard::new(&self.opening));
                         return Ok(browser);
                     }
                     Err(e) => {
@@ -415,10 +425,7 @@ impl Pool {
         }
         let mut browser = self.start(driver, &user_agent).await?;
         match browser.reset_from(cookies).await {
-            Ok(()) => {
-                browser.opening = Some(OpeningGuard::new(&self.opening));
-                Ok(browser)
-            }
+            Ok(()) => Ok(browser),
             Err(e) => {
                 let _ = browser.close().await;
                 Err(e)

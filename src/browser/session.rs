@@ -177,36 +177,47 @@ impl Session {
         })
     }
 
-    /// Every cookie the browser holds for `host` (of any path), whatever
-    /// page it has open, read through DevTools (`Storage.getCookies`): one
-    /// cheap command instead of WebDriver's, which reads only the current
-    /// page's. `None` when the driver has no DevTools or the answer is not
-    /// the expected one.
+    /// Every cookie the browser holds, of any host and path, whatever page
+    /// it has open, read through DevTools (`Storage.getCookies`). The
+    /// error says why (no DevTools, or an answer of another shape) without
+    /// any cookie's value.
+    pub(crate) async fn devtools_cookies(&self) -> Result<Vec<BrowserCookie>, String> {
+        let answer = self
+            .cdp("Storage.getCookies", json!({}))
+            .await
+            .map_err(|e| format!("Storage.getCookies: {e}"))?;
+        answer["cookies"]
+            .as_array()
+            .and_then(|all| all.iter().map(BrowserCookie::from_devtools).collect())
+            .ok_or_else(|| {
+                format!(
+                    "Storage.getCookies: unexpected answer, shaped {}",
+                    json_shape(&answer)
+                )
+            })
+    }
+
+    /// Every cookie the browser holds for `host` (of any path), through
+    /// DevTools ([`devtools_cookies`](Self::devtools_cookies)): one cheap
+    /// command instead of WebDriver's, which reads only the current page's.
+    /// `None` when that cannot be done.
     pub(crate) async fn cookies_for_host(&self, host: &str) -> Option<Vec<BrowserCookie>> {
-        let answer = match self.cdp("Storage.getCookies", json!({})).await {
-            Ok(answer) => answer,
+        let all = match self.devtools_cookies().await {
+            Ok(all) => all,
             Err(e) => {
                 debug!(error = %e, "cookies not read through DevTools");
                 return None;
             }
         };
         let host = host.to_ascii_lowercase();
-        let for_host = |c: &&Json| {
-            let domain = c["domain"]
-                .as_str()
-                .unwrap_or_default()
-                .to_ascii_lowercase();
+        let for_host = |c: &BrowserCookie| {
+            let domain = c.domain.as_deref().unwrap_or_default().to_ascii_lowercase();
             match domain.strip_prefix('.') {
                 Some(parent) => host == parent || host.ends_with(&format!(".{parent}")),
                 None => host == domain,
             }
         };
-        answer["cookies"]
-            .as_array()?
-            .iter()
-            .filter(for_host)
-            .map(BrowserCookie::from_devtools)
-            .collect()
+        Some(all.into_iter().filter(for_host).collect())
     }
 
     /// Adds one cookie to the current page's origin.

@@ -66,21 +66,21 @@ const hit = (el) => {
 };
 "#;
 
+/// `shownInPage(sel)`: whether an element matching `sel` shows in this
+/// document or the top one (a mask over the page covers the iframe a step
+/// works in; the login form replaces the whole page). Needs `VISIBLE_JS`.
+const IN_PAGE_JS: &str = r#"
+const docs = [document];
+try { if (window.top.document !== document) { docs.push(window.top.document); } } catch (e) {}
+const shownInPage = (sel) => docs.some((d) => anyVisible(d, sel));
+"#;
+
 /// Looks for the first visible element matching `arguments[0]`, and
 /// whether the login form's field `arguments[1]` or a loading mask
 /// `arguments[2]` (when given; in this document or the top one, as a mask
 /// over the page covers the iframe a step works in) shows. `arguments[3]`,
 /// a [`Want`]: `present` takes the first match, shown or not; `click` also
 /// asks whether something else covers the element.
-/// `loginShown(sel)`: whether the portal's login form shows in this
-/// document or the top one (the session died while a step waited). Needs
-/// `VISIBLE_JS`.
-const LOGIN_SHOWN_JS: &str = r#"
-const docs = [document];
-try { if (window.top.document !== document) { docs.push(window.top.document); } } catch (e) {}
-const loginShown = (sel) => docs.some((d) => anyVisible(d, sel));
-"#;
-
 const LOOK_JS: &str = r#"
 let els;
 try { els = Array.from(document.querySelectorAll(arguments[0])); } catch (e) { return { invalid: String(e) }; }
@@ -89,8 +89,8 @@ const shown = (e) => e.tagName === 'OPTION'
   : visible(e) && e.ownerDocument.defaultView.getComputedStyle(e).opacity !== '0';
 const el = (arguments[3] === 'present' ? els[0] : els.find(shown)) || null;
 const value = el && typeof el.value === 'string' ? el.value : '';
-const mask = arguments[2] ? docs.some((d) => anyVisible(d, arguments[2])) : false;
-const login = el ? false : loginShown(arguments[1]);
+const mask = arguments[2] ? shownInPage(arguments[2]) : false;
+const login = el ? false : shownInPage(arguments[1]);
 const covered = el && arguments[3] === 'click' && !mask ? !hit(el) : false;
 return { count: els.length, el: el, value: value, mask: mask, login: login, covered: covered };"#;
 
@@ -375,9 +375,10 @@ fn quote(text: &str) -> String {
 
 /// A list that never offered the wanted item: names the value (hidden when
 /// personal) and how many items the page's script last saw.
-/// The session died while a step waited: its script saw the login form.
-fn logged_out(seen: &serde_json::Value, clock: Clock) -> Result<(), StepFailure> {
-    if seen["login"].as_bool().unwrap_or(false) {
+/// The session died while a step waited, when its look saw the login
+/// form (`login`).
+fn logged_out(login: bool, clock: Clock) -> Result<(), StepFailure> {
+    if login {
         return Err(StepFailure::LoggedOut {
             waited: clock.waited(),
         });
@@ -656,7 +657,7 @@ impl<'a> StepRunner<'a> {
         want: Want,
         clock: Clock,
     ) -> Result<(Element, String), StepFailure> {
-        let script = format!("{VISIBLE_JS}{HIT_JS}{LOGIN_SHOWN_JS}{LOOK_JS}");
+        let script = format!("{VISIBLE_JS}{HIT_JS}{IN_PAGE_JS}{LOOK_JS}");
         let login = self.profile.login.username.as_str();
         let mut poll = Pause::new();
         loop {
@@ -680,20 +681,14 @@ impl<'a> StepRunner<'a> {
             }
             let masked = seen["mask"].as_bool().unwrap_or(false);
             let covered = seen["covered"].as_bool().unwrap_or(false);
-            let el = script_element(self.client, &seen["el"]);
-            match el {
-                Some(el) if !masked && !covered => {
+            if let Some(el) = script_element(self.client, &seen["el"]) {
+                if !masked && !covered {
                     let value = seen["value"].as_str().unwrap_or_default().to_string();
                     return Ok((el, value));
                 }
-                Some(_) => {}
-                None if seen["login"].as_bool().unwrap_or(false) => {
-                    return Err(StepFailure::LoggedOut {
-                        waited: clock.waited(),
-                    })
-                }
-                None => {}
             }
+            // Only set when no element was found.
+            logged_out(seen["login"].as_bool().unwrap_or(false), clock)?;
             if clock.expired() {
                 let waited = clock.waited();
                 return Err(match (masked, seen["count"].as_u64().unwrap_or(0)) {
@@ -720,27 +715,22 @@ impl<'a> StepRunner<'a> {
             .map(|(el, _)| el)
     }
 
-    /// Whether a loading mask shows in this document or the top one (a
-    /// mask over the page also covers the iframe a step works in).
-    async fn mask_up(&self, mask: &str) -> Result<bool, StepFailure> {
-        let script = format!(
-            r#"{VISIBLE_JS}
-const docs = [document];
-try {{ if (window.top.document !== document) {{ docs.push(window.top.document); }} }} catch (e) {{}}
-return docs.some((d) => anyVisible(d, arguments[0]));"#
-        );
-        let up = self
+    /// Whether an element matching `selector` shows in this document or
+    /// the top one (see `IN_PAGE_JS`): a loading mask, or the login form.
+    async fn shown_in_page(&self, selector: &str) -> Result<bool, StepFailure> {
+        let script = format!("{VISIBLE_JS}{IN_PAGE_JS}return shownInPage(arguments[0]);");
+        let shown = self
             .client
-            .execute(&script, vec![json!(mask)])
+            .execute(&script, vec![json!(selector)])
             .await
             .map_err(failure_of)?;
-        Ok(up.as_bool().unwrap_or(false))
+        Ok(shown.as_bool().unwrap_or(false))
     }
 
     async fn mask_gone(&self, mask: &str, clock: Clock) -> Result<(), StepFailure> {
         let mut poll = Pause::new();
         loop {
-            if !self.mask_up(mask).await? {
+            if !self.shown_in_page(mask).await? {
                 return Ok(());
             }
             if clock.expired() {
@@ -1027,16 +1017,16 @@ return el.value;"#;
     async fn kendo_select(&self, r: &Resolved, clock: Clock) -> Result<(), StepFailure> {
         const PICK_JS: &str = r#"
 const ul = document.getElementById(arguments[0]);
-if (!ul) { return { open: false, count: 0, item: null, login: loginShown(arguments[2]) }; }
+if (!ul) { return { open: false, count: 0, item: null, login: shownInPage(arguments[2]) }; }
 const items = Array.from(ul.querySelectorAll('li'));
 const item = items.find((li) => li.textContent.trim() === arguments[1]) || null;
 return { open: visible(ul), count: items.length, item: item,
-         login: item ? false : loginShown(arguments[2]) };"#;
+         login: item ? false : shownInPage(arguments[2]) };"#;
         let list = r.list.as_deref().unwrap_or_default();
         let opener = format!("span[aria-owns=\"{}\"]", css_string(list));
         self.click(&opener, clock).await?;
         let mut opened = Instant::now();
-        let script = format!("{VISIBLE_JS}{LOGIN_SHOWN_JS}{PICK_JS}");
+        let script = format!("{VISIBLE_JS}{IN_PAGE_JS}{PICK_JS}");
         let login = self.profile.login.username.as_str();
         let mut poll = Pause::new();
         loop {
@@ -1045,7 +1035,7 @@ return { open: visible(ul), count: items.length, item: item,
                 .execute(&script, vec![json!(list), json!(r.value()), json!(login)])
                 .await
                 .map_err(failure_of)?;
-            logged_out(&seen, clock)?;
+            logged_out(seen["login"].as_bool().unwrap_or(false), clock)?;
             let open = seen["open"].as_bool().unwrap_or(false);
             if open {
                 if let Some(item) = script_element(self.client, &seen["item"]) {
@@ -1081,14 +1071,14 @@ const pick = items.find((el) => text(el) === want)
   || items.find((el) => text(el).toLowerCase() === lower)
   || items.find((el) => text(el).toLowerCase().startsWith(lower))
   || null;
-return { count: items.length, item: pick, login: pick ? false : loginShown(arguments[2]) };"#;
+return { count: items.length, item: pick, login: pick ? false : shownInPage(arguments[2]) };"#;
         let (input, held) = self.displayed_unmasked(r.selector(), None, clock).await?;
         let focused = self.ready_to_type(&input, &held, false).await?;
         self.enter_text(&input, r.value(), focused, typing)
             .await
             .map_err(failure_of)?;
         let list = r.list.as_deref().unwrap_or_default();
-        let script = format!("{VISIBLE_JS}{LOGIN_SHOWN_JS}{SUGGEST_JS}");
+        let script = format!("{VISIBLE_JS}{IN_PAGE_JS}{SUGGEST_JS}");
         let login = self.profile.login.username.as_str();
         let mut poll = Pause::new();
         loop {
@@ -1097,7 +1087,7 @@ return { count: items.length, item: pick, login: pick ? false : loginShown(argum
                 .execute(&script, vec![json!(list), json!(r.value()), json!(login)])
                 .await
                 .map_err(failure_of)?;
-            logged_out(&seen, clock)?;
+            logged_out(seen["login"].as_bool().unwrap_or(false), clock)?;
             if let Some(item) = script_element(self.client, &seen["item"]) {
                 if self.try_click(&item, clock).await? {
                     return Ok(());
@@ -1206,11 +1196,8 @@ return { count: opts.length, chosen: opt !== null };"#;
                 Err(e) if e.is_no_such_element() => {}
                 Err(e) => return Err(failure_of(e)),
             }
-            if self.login_shown().await? {
-                return Err(StepFailure::LoggedOut {
-                    waited: clock.waited(),
-                });
-            }
+            let login = self.profile.login.username.as_str();
+            logged_out(self.shown_in_page(login).await?, clock)?;
             if clock.expired() {
                 return Err(match last {
                     None => StepFailure::NotFound {
@@ -1228,18 +1215,6 @@ return { count: opts.length, chosen: opt !== null };"#;
             }
             poll.wait().await;
         }
-    }
-
-    /// Whether the portal's login form shows (the session died).
-    async fn login_shown(&self) -> Result<bool, StepFailure> {
-        let script = format!("{VISIBLE_JS}{LOGIN_SHOWN_JS}return loginShown(arguments[0]);");
-        let login = self.profile.login.username.as_str();
-        let shown = self
-            .client
-            .execute(&script, vec![json!(login)])
-            .await
-            .map_err(failure_of)?;
-        Ok(shown.as_bool().unwrap_or(false))
     }
 
     /// Readies the submit step: for a click, waits until its element is
